@@ -1,0 +1,1 @@
+"""bench: the study around aae_core (grids, runner, evaluators, rows, tables)."""
