@@ -1,0 +1,188 @@
+"""The `aae-bench` command line: parses arguments and calls the modules that do the work.
+
+Every user error (bad value, missing data, unknown name) ends in one line on stderr and a
+non-zero exit, never a traceback, and nothing is written to results before the input is valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + error
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run a grid (a paper table) as Ray Tune trials")
+    p.add_argument("grid", help="grid name (see `aae-bench list`)")
+    p.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
+    p.add_argument("--results", default="results", help="directory of result rows (default results)")
+    p.add_argument("--data-dir", default=None, help="directory holding the data files")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--storage", default=None,
+                   help="Ray storage path every node can reach (default <results>/ray)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+    p.add_argument("--max-concurrent", type=int, default=0, help="0 = as many as fit")
+    p.add_argument("--dry-run", action="store_true", help="print the trials and exit")
+    p.add_argument("--no-table", action="store_true", help="do not print the table at the end")
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="write the paper's tables and figures from result rows")
+    p.add_argument("--results", default="results")
+    p.add_argument("--out", default="reports")
+
+
+def _add_check(sub) -> None:
+    p = sub.add_parser("check", help="compare a run's metrics with a committed baseline")
+    p.add_argument("--baseline", required=True)
+    p.add_argument("--results", default="results")
+
+
+def _add_list(sub) -> None:
+    p = sub.add_parser("list", help="list grids, profiles, variants, priors and data sets")
+    p.add_argument("--json", action="store_true")
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="inspect or download data sets")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    info = dsub.add_parser("info", help="split sizes, shapes, label counts, file location")
+    info.add_argument("name")
+    info.add_argument("--data-dir", default=None)
+    info.add_argument("--json", action="store_true")
+    fetch = dsub.add_parser("fetch", help="download and verify a data set")
+    fetch.add_argument("name")
+    fetch.add_argument("--data-dir", default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="aae-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_run, _add_report, _add_check, _add_list, _add_data):
+        add(sub)
+    return parser
+
+
+def cmd_run(args) -> int:
+    from aae_core import datasets
+    from bench import grids, runner
+
+    configs = grids.grid_configs(args.grid, args.profile, args.seeds)
+    resources = runner.Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent)
+    if args.dry_run:
+        for c in configs:
+            print(f"{c.trial_id}  {c.grid}  {c.profile}  {c.variant}/{c.dataset}/{c.prior}  "
+                  f"seed {c.seed}  epochs {c.epochs}")
+        print(f"{len(configs)} trials")
+        return 0
+    pending = runner.pending_configs(configs, args.results)
+    # Load and verify every data set first: a missing or corrupt file stops the run here,
+    # before Ray starts and before anything is written.
+    data = {name: datasets.load(name, args.data_dir) for name in {c.dataset for c in pending}}
+    summary = runner.run_sweep(configs, data, results_dir=args.results, storage=args.storage,
+                               address=args.address, resources=resources,
+                               command=_command_line())
+    print(summary.line())
+    if not args.no_table:
+        from bench import report
+
+        print()
+        print(report.markdown_for_grid(args.results, args.grid))
+    failed = sum(n for s, n in summary.statuses.items() if s != "done")
+    return 1 if failed else 0
+
+
+def cmd_report(args) -> int:
+    from bench import report
+
+    for path in report.write_report(args.results, args.out):
+        print(path)
+    return 0
+
+
+def cmd_check(args) -> int:
+    from bench import regress
+
+    code, text = regress.check(args.baseline, args.results)
+    print(text)
+    return code
+
+
+def cmd_list(args) -> int:
+    from aae_core import datasets, model, priors
+    from bench import config, grids
+
+    listing = {
+        "grids": {name: {p: len(fn(p, 1)) for p in config.PROFILES} for name, fn in grids.GRIDS.items()},
+        "profiles": list(config.PROFILES),
+        "variants": sorted(model.VARIANTS),
+        "priors": sorted(priors.PRIORS),
+        "datasets": sorted(datasets.DATASETS),
+    }
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    print("grids (trials per seed, by profile):")
+    for name, counts in listing["grids"].items():
+        print(f"  {name:<12} " + "  ".join(f"{p}={n}" for p, n in counts.items()))
+    for key in ("profiles", "variants", "priors", "datasets"):
+        print(f"{key}: {', '.join(listing[key])}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from bench import data_command
+
+    if args.data_command == "info":
+        print(data_command.info(args.name, args.data_dir, args.json))
+    else:
+        print(data_command.fetch(args.name, args.data_dir))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "check": cmd_check, "list": cmd_list,
+            "data": cmd_data}
+
+
+def _command_line() -> str:
+    return shlex.join(["aae-bench", *sys.argv[1:]])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from aae_core.files import DataError
+    from bench.config import ConfigError
+
+    logging.basicConfig(level=os.environ.get("AAE_BENCH_LOG", "WARNING"),
+                        format="%(asctime)s %(name)s %(message)s")
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (UserError, ConfigError, DataError, ValueError) as exc:
+        print(f"aae-bench: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("aae-bench: interrupted; finished trials are saved, run again to continue",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Tidy result rows: one row per (trial, metric), with the trial's config and provenance.
+
+Rows live in `<results>/<grid>.csv` (CSV diffs in git and reads with pandas). Writing is
+read-merge-replace through a temporary file, so a crash never leaves a half-written file and a
+finished row is never lost. Merging keeps the newest row per (trial_id, metric).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+STATUSES = ("done", "diverged", "error")
+KEY = ["trial_id", "metric"]
+
+# Columns every row has, in this order; config fields follow, then provenance.
+ROW_COLUMNS = [
+    "trial_id", "grid", "profile", "seed", "metric", "value", "stderr", "n", "status", "error",
+    "epochs_done", "wall_s", "threads", "workers", "device", "node", "precision_used",
+    "evaluator_version", "data_source", "data_split", "subset_hash",
+    "started_at", "finished_at", "command",
+]
+PROVENANCE_COLUMNS = [
+    "commit", "dirty", "python", "torch", "ray", "accelerate", "numpy", "platform", "cpu",
+    "cpu_count", "gpu", "hostname",
+]
+
+
+def _cell(value):
+    # Tuples and lists (lr schedules, sigma grids) are stored as JSON so the CSV round-trips.
+    if isinstance(value, list | tuple):
+        return json.dumps(list(value))
+    return value
+
+
+def to_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame([{k: _cell(v) for k, v in row.items()} for row in rows])
+    first = [c for c in ROW_COLUMNS if c in frame.columns]
+    last = [c for c in PROVENANCE_COLUMNS if c in frame.columns]
+    middle = [c for c in frame.columns if c not in first and c not in last]
+    return frame[first + middle + last]
+
+
+def results_file(results_dir: str | os.PathLike, grid: str) -> Path:
+    return Path(results_dir) / f"{grid}.csv"
+
+
+def read_rows(results_dir: str | os.PathLike, grid: str | None = None) -> pd.DataFrame:
+    """All rows under `results_dir` (one grid, or every `*.csv`), merged and deduplicated."""
+    directory = Path(results_dir)
+    files = [results_file(directory, grid)] if grid else sorted(directory.glob("*.csv"))
+    frames = [pd.read_csv(f, keep_default_na=True) for f in files if f.exists() and f.stat().st_size]
+    if not frames:
+        return pd.DataFrame(columns=ROW_COLUMNS)
+    return merge(pd.concat(frames, ignore_index=True))
+
+
+def merge(frame: pd.DataFrame) -> pd.DataFrame:
+    """Keep the newest row per (trial_id, metric): a retried trial replaces its failure."""
+    return frame.drop_duplicates(subset=KEY, keep="last").reset_index(drop=True)
+
+
+def append_rows(results_dir: str | os.PathLike, grid: str, rows: list[dict]) -> Path:
+    """Merge `rows` into `<results_dir>/<grid>.csv`, atomically."""
+    path = results_file(results_dir, grid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = to_frame(rows)
+    if path.exists() and path.stat().st_size:
+        old = pd.read_csv(path)
+        columns = list(old.columns) + [c for c in new.columns if c not in old.columns]
+        frame = merge(pd.concat([old, new], ignore_index=True))[columns]
+    else:
+        frame = new
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            frame.to_csv(handle, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def done_trial_ids(results_dir: str | os.PathLike, grid: str) -> set[str]:
+    """Trials whose every row is `done`; failed and diverged trials are retried, never done."""
+    frame = read_rows(results_dir, grid)
+    if frame.empty:
+        return set()
+    ok = frame.groupby("trial_id")["status"].agg(lambda s: bool((s == "done").all()))
+    return set(ok[ok].index)
