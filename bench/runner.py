@@ -196,9 +196,10 @@ def run_sweep(
     if address is None:
         init_args["num_cpus"] = os.cpu_count()
     ray.init(address=address, **init_args)
+    # Ray's own SIGTERM handler dies without saving state; SIGUSR1 makes Tune stop cleanly.
+    # Installed after ray.init (which would overwrite it) and restored afterwards.
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGUSR1))
     try:
-        # Ray's own SIGTERM handler dies without saving state; SIGUSR1 makes Tune stop cleanly.
-        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGUSR1))
         _check_resources(ray.cluster_resources(), resources)
         storage_path = os.path.abspath(storage or results_dir / "ray")
         settings = {"artifacts_dir": str(results_dir / "artifacts" / todo[0].grid),
@@ -224,6 +225,7 @@ def run_sweep(
         tuner.fit()
     finally:
         ray.shutdown()
+        signal.signal(signal.SIGTERM, previous)
     summary.statuses = _statuses(results_dir, todo)
     summary.wall_s = time.perf_counter() - t0
     return summary

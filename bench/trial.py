@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -139,7 +140,7 @@ def run_trial(
                      losses["loss_discriminator"], losses["loss_generator"], losses["seconds"])
             if on_epoch is not None:
                 on_epoch(TrialState(epoch + 1, list(curve), _unwrapped_state(accelerator, aae),
-                                    [o.state_dict() for o in opts.all()],
+                                    [copy.deepcopy(o.state_dict()) for o in opts.all()],
                                     {k: g.get_state() for k, g in gens.items()}), losses)
     except training.DivergedError as exc:
         nan = (math.nan, math.nan, 0)

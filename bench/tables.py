@@ -1,0 +1,704 @@
+"""Rows -> the paper's tables: mean ± std over seeds, the paper's number beside ours, a verdict.
+
+A table is DATA (`TABLES`): its columns, and for each column the cell spec that fills our row
+(grid, metric and config filters). A new grid or metric plugs in by editing a spec; the logic
+below never names a grid. The rendering (Markdown, LaTeX, HTML) works on a `TableView`, a grid of
+display strings, so the three formats always say the same thing.
+
+Also here: the protocol card printed under each table, and the scan of the source tree for the
+reproducibility caveats tagged in comments (DESIGN.md habit 10), which the card lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench import paper
+from bench.config import TrialConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Profiles from most to least faithful; a cell shows the most faithful profile that has rows.
+PROFILE_RANK = ("paper", "quick", "smoke")
+VERDICT_PROFILE = "paper"
+MIN_SEEDS = 3
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+NOT_RUN = "not run"
+NO_CELL = "—"
+
+VERDICT_RULE = (
+    "Verdict rule: a cell is *inconclusive* when it has fewer than 3 seeds (trials with status "
+    "done), when its profile is not `paper`, when the paper gives no number for it, or when it "
+    "pools trials of more than one configuration; otherwise it is *reproduced* if "
+    "|our mean − paper value| ≤ 2·sqrt(paper_pm² + (our_std/√n)²), else *not reproduced*. "
+    "paper_pm is the paper's ± (0 where the paper gives none); our_std is the sample standard "
+    "deviation (ddof=1) of the per-seed values over the n seeds."
+)
+CELL_NOTE = (
+    "Our cells: mean ± std over seeds (status done only; std with ddof=1) and n seeds; the "
+    "profile; compute = the sum over the cell's trials (every status) of their wall-clock "
+    "seconds, in hours, as GPU-h for trials on a CUDA device and CPU-h otherwise (hours of one "
+    "trial process, not multiplied by its threads); diverged / error trial counts; the verdict. "
+    "'not run': the study has this cell but no rows yet. '—': not part of the study / no number."
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Table layouts (data)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """Which rows fill one of our cells: one grid, one metric, config fields equal to filters."""
+
+    grid: str
+    metric: str
+    filters: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    """Column key, shared with bench.paper (e.g. "mnist_10k")."""
+    label: str
+    ours: CellSpec | None
+    """None: we do not run this cell (it holds another method's number only)."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    key: str
+    title: str
+    caption: str
+    columns: tuple[Column, ...]
+    decimals: int
+    """Decimals of our mean and std."""
+    method: str = "AAE"
+    """The paper's row that our row is compared with."""
+    rules: tuple[tuple[str, str], ...] = ()
+    """Protocol-card text: (name, rule) for model selection, cluster labelling, ..."""
+    protocol_fields: tuple[str, ...] = ("data_split", "subset_hash", "epochs")
+    """Row columns the protocol card lists per cell (their distinct values)."""
+    sigma_metric: str | None = None
+    """Metric holding the chosen Parzen sigma per trial (listed per seed on the card)."""
+    note_keywords: tuple[str, ...] = ()
+    """A source note bears on this table when its text or enclosing name has one of these."""
+
+    @property
+    def grids(self) -> list[str]:
+        return sorted({c.ours.grid for c in self.columns if c.ours})
+
+
+_PARZEN_FIELDS = ("data_split", "epochs", "parzen_samples", "parzen_validation", "parzen_test",
+                  "parzen_sigmas")
+_LABEL_FIELDS = ("data_split", "subset_hash", "epochs")
+_NOT_YET = "to be stated with its grid (no grid in bench/grids.py yet)"
+
+TABLES: dict[str, TableSpec] = {
+    "table1": TableSpec(
+        key="table1",
+        title="Table 1: Parzen-window log-likelihood of test data (nats, higher is better)",
+        caption="Rows: methods; columns: data set and number of generated samples in the window.",
+        columns=(
+            Column("mnist_10k", "MNIST, 10K samples",
+                   CellSpec("table1", "parzen_ll", {"dataset": "mnist"})),
+            Column("tfd_10k", "TFD, 10K samples",
+                   CellSpec("table1", "parzen_ll", {"dataset": "tfd"})),
+            Column("mnist_10m", "MNIST, 10M samples",
+                   CellSpec("table1", "parzen_ll_10m", {"dataset": "mnist"})),
+            Column("tfd_10m", "TFD, 10M samples",
+                   CellSpec("table1", "parzen_ll_10m", {"dataset": "tfd"})),
+        ),
+        decimals=1,
+        rules=(
+            ("Model selection", "none: the model after the last training epoch is evaluated "
+             "(no early stopping, nothing chosen on the test split)."),
+            ("Parzen protocol", "the GAN paper's (parzen_ll.py): sigma chosen on the first "
+             "parzen_validation validation images as the grid value with the best mean "
+             "log-likelihood; the test split (parzen_test images, 0 = all) scored once with it; "
+             "± of a single trial is std/sqrt(N) over test images."),
+        ),
+        protocol_fields=_PARZEN_FIELDS,
+        sigma_metric="parzen_sigma",
+        note_keywords=("table 1", "table1", "parzen", "sigma", "log-likelihood", "tfd"),
+    ),
+    "table2": TableSpec(
+        key="table2",
+        title="Table 2: semi-supervised classification error (%, lower is better)",
+        caption="Rows: methods; columns: data set and number of labelled training examples.",
+        columns=(
+            Column("mnist_100", "MNIST, 100 labels",
+                   CellSpec("table2", "classification_error", {"dataset": "mnist", "labels": 100})),
+            Column("mnist_1000", "MNIST, 1000 labels",
+                   CellSpec("table2", "classification_error",
+                            {"dataset": "mnist", "labels": 1000})),
+            Column("mnist_all", "MNIST, all labels",
+                   CellSpec("table2", "classification_error", {"dataset": "mnist", "labels": 0})),
+            Column("svhn_1000", "SVHN, 1000 labels",
+                   CellSpec("table2", "classification_error",
+                            {"dataset": "svhn", "labels": 1000})),
+        ),
+        decimals=2,
+        rules=(("Model selection", _NOT_YET),
+               ("Labelled subset", "seeded, class-balanced, drawn from the training split; "
+                "its hash is listed per cell below")),
+        protocol_fields=_LABEL_FIELDS,
+        note_keywords=("table 2", "table2", "classification", "semi-supervised", "labelled",
+                       "labeled", "svhn"),
+    ),
+    "table3": TableSpec(
+        key="table3",
+        title="Table 3: unsupervised clustering error on MNIST (%, lower is better)",
+        caption="Rows: methods; columns: number of clusters.",
+        columns=(
+            Column("clusters_16", "16 clusters",
+                   CellSpec("table3", "clustering_error", {"dataset": "mnist", "clusters": 16})),
+            Column("clusters_20", "20 clusters", None),
+            Column("clusters_30", "30 clusters",
+                   CellSpec("table3", "clustering_error", {"dataset": "mnist", "clusters": 30})),
+        ),
+        decimals=2,
+        rules=(("Model selection", _NOT_YET),
+               ("Cluster labelling", "Section 5's rule (bench.metrics.clustering_error): each "
+                "cluster takes the label of the validation example with the largest q(y_i|x); "
+                "each test point takes the label of its argmax cluster.")),
+        protocol_fields=_LABEL_FIELDS,
+        note_keywords=("table 3", "table3", "cluster"),
+    ),
+    "dim_reduction": TableSpec(
+        key="dim_reduction",
+        title="Dimensionality reduction (Section 7): test error (%, lower is better)",
+        caption="Layout to be refined when its grid exists; the paper's error rates are unknown "
+                "to us.",
+        columns=(
+            Column("mnist", "MNIST",
+                   CellSpec("dim_reduction", "dim_reduction_error", {"dataset": "mnist"})),
+        ),
+        decimals=2,
+        rules=(("Model selection", _NOT_YET),
+               ("Cluster labelling", "as Table 3 (bench.metrics.dim_reduction_error is "
+                "clustering_error); with labels, classification_error.")),
+        protocol_fields=_LABEL_FIELDS,
+        note_keywords=("dimensionality", "dim_reduction", "section 7"),
+    ),
+}
+
+
+def table_spec(name: str) -> TableSpec:
+    if name not in TABLES:
+        raise KeyError(f"unknown table {name!r}; valid: {', '.join(TABLES)}")
+    return TABLES[name]
+
+
+# --------------------------------------------------------------------------------------------
+# The verdict
+# --------------------------------------------------------------------------------------------
+
+
+def judge(mean: float, std: float, n: int, profile: str | None, paper_value: float | None,
+          paper_pm: float | None = None) -> tuple[str, str]:
+    """(verdict, reason) by VERDICT_RULE (the mixed-configuration case is the caller's)."""
+    if paper_value is None:
+        return INCONCLUSIVE, "no paper number"
+    if n < MIN_SEEDS:
+        return INCONCLUSIVE, f"n={n} < {MIN_SEEDS} seeds"
+    if profile != VERDICT_PROFILE:
+        return INCONCLUSIVE, f"profile {profile}, not {VERDICT_PROFILE}"
+    if not math.isfinite(mean):
+        return INCONCLUSIVE, "no finite mean"
+    spread = 0.0 if not math.isfinite(std) else std / math.sqrt(n)
+    bound = 2.0 * math.sqrt((paper_pm or 0.0) ** 2 + spread**2)
+    gap = abs(mean - paper_value)
+    if gap <= bound:
+        return REPRODUCED, f"|Δ|={gap:.3g} ≤ {bound:.3g}"
+    return NOT_REPRODUCED, f"|Δ|={gap:.3g} > {bound:.3g}"
+
+
+def verdict(mean: float, std: float, n: int, profile: str | None, paper_value: float | None,
+            paper_pm: float | None = None) -> str:
+    return judge(mean, std, n, profile, paper_value, paper_pm)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Rows -> one cell
+# --------------------------------------------------------------------------------------------
+
+CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))
+_POOL_IGNORE = {"seed", "grid", "profile"}
+
+
+def _equals(column: pd.Series, value) -> pd.Series:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return column.astype(str) == str(value)
+    return pd.to_numeric(column, errors="coerce") == value
+
+
+def select(frame: pd.DataFrame, grid: str, filters: Mapping[str, object] | None = None,
+           metric: str | None = None) -> pd.DataFrame:
+    """Rows of one grid whose config fields equal `filters` (and of one metric, if given)."""
+    if frame.empty or "grid" not in frame.columns:
+        return frame.iloc[0:0]
+    mask = frame["grid"].astype(str) == grid
+    for name, value in (filters or {}).items():
+        if name not in frame.columns:
+            return frame.iloc[0:0]
+        mask &= _equals(frame[name], value)
+    if metric is not None:
+        mask &= frame["metric"] == metric
+    return frame[mask]
+
+
+def pick_profile(profiles) -> str | None:
+    """The most faithful profile present (PROFILE_RANK order; unknown names last)."""
+    present = [str(p) for p in pd.unique(pd.Series(list(profiles), dtype=object)) if pd.notna(p)]
+    if not present:
+        return None
+    return sorted(present, key=lambda p: (PROFILE_RANK.index(p) if p in PROFILE_RANK
+                                          else len(PROFILE_RANK), p))[0]
+
+
+def _is_gpu(device, gpu) -> bool:
+    return str(device).startswith("cuda") or (
+        str(device) not in ("cpu", "nan", "") and bool(gpu) and str(gpu) != "nan")
+
+
+def compute_hours(trials: pd.DataFrame) -> dict[str, float]:
+    """{"CPU-h": h, "GPU-h": h}: wall_s summed per trial (one value per trial_id)."""
+    if trials.empty or "wall_s" not in trials.columns:
+        return {}
+    per_trial = trials.drop_duplicates("trial_id")
+    out: dict[str, float] = {}
+    for _, row in per_trial.iterrows():
+        wall = pd.to_numeric(row.get("wall_s"), errors="coerce")
+        if pd.isna(wall):
+            continue
+        kind = "GPU-h" if _is_gpu(row.get("device", ""), row.get("gpu", "")) else "CPU-h"
+        out[kind] = out.get(kind, 0.0) + float(wall) / 3600.0
+    return out
+
+
+@dataclass
+class CellResult:
+    """Our numbers for one cell at one profile (the most faithful one present)."""
+
+    spec: CellSpec
+    profile: str | None
+    seeds: list[int]
+    values: list[float]
+    failed: dict[str, int]
+    compute: dict[str, float]
+    other_profiles: dict[str, int]
+    configs: int
+    trials: pd.DataFrame
+    """Every row (all metrics, all statuses) of the cell's trials at `profile`."""
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values)) if self.values else math.nan
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else math.nan
+
+
+def summarize(frame: pd.DataFrame, spec: CellSpec) -> CellResult | None:
+    """Our cell from the rows, or None ("not run") when no row of its grid, filters and metric
+    exists. The cell's trials are those with a row of the metric (any status: diverged and error
+    rows carry the primary metric) at the most faithful profile present."""
+    rows = select(frame, spec.grid, spec.filters)
+    if rows.empty or not (rows["metric"] == spec.metric).any():
+        return None
+    rows = rows[rows["trial_id"].isin(rows.loc[rows["metric"] == spec.metric, "trial_id"])]
+    profiles = rows["profile"].astype(str)
+    profile = pick_profile(profiles)
+    at = rows[profiles == profile]
+    others = {p: int(g["trial_id"].nunique()) for p, g in rows.groupby(profiles) if p != profile}
+    done = at[(at["metric"] == spec.metric) & (at["status"] == "done")]
+    done = done[pd.to_numeric(done["value"], errors="coerce").notna()].sort_values("seed")
+    per_trial_status = at.drop_duplicates("trial_id")["status"].value_counts()
+    failed = {s: int(per_trial_status.get(s, 0)) for s in ("diverged", "error")
+              if per_trial_status.get(s, 0)}
+    cols = [c for c in CONFIG_FIELDS if c in done.columns and c not in _POOL_IGNORE]
+    configs = int(done[cols].astype(str).drop_duplicates().shape[0]) if cols and len(done) else 0
+    return CellResult(
+        spec=spec, profile=profile, seeds=[int(s) for s in done["seed"]],
+        values=[float(v) for v in pd.to_numeric(done["value"])],
+        failed=failed, compute=compute_hours(at), other_profiles=others, configs=configs,
+        trials=at,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# A table as display strings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    lines: list[str]
+    verdict: str = ""
+    kind: str = "paper"
+    """"paper", "ours", "empty" or "not_run" (for styling)."""
+
+
+@dataclass
+class TableView:
+    spec: TableSpec
+    header: list[str]
+    rows: list[tuple[str, list[Cell]]]
+    results: dict[str, CellResult | None]
+    sources: list[str]
+    marks: list[str]
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _fmt(x: float, decimals: int) -> str:
+    return "nan" if not math.isfinite(x) else f"{x:.{decimals}f}"
+
+
+def _hours(compute: dict[str, float]) -> str:
+    return ", ".join(f"{h:.3g} {kind}" for kind, h in sorted(compute.items())) or "compute unknown"
+
+
+def paper_cell(number: paper.PaperNumber | None) -> Cell:
+    if number is None:
+        return Cell([NO_CELL], kind="empty")
+    if number.value is None:
+        return Cell(["unknown to us" + number.mark], kind="paper")
+    text = _num(number.value) + ("" if number.pm is None else f" ± {_num(number.pm)}")
+    return Cell([text + number.mark], kind="paper")
+
+
+def our_cell(spec: TableSpec, column: Column, result: CellResult | None) -> Cell:
+    if column.ours is None:
+        return Cell([NO_CELL], kind="empty")
+    if result is None:
+        return Cell([NOT_RUN], kind="not_run")
+    d = spec.decimals
+    std = "—" if not math.isfinite(result.std) else _fmt(result.std, d)
+    head = f"{_fmt(result.mean, d)} ± {std} (n={result.n})" if result.n else "no done trial"
+    lines = [head, f"profile {result.profile}", _hours(result.compute)]
+    if result.failed:
+        lines.append(", ".join(f"{k} {s}" for s, k in result.failed.items()))
+    number = paper.paper_number(spec.key, spec.method, column.key)
+    value = number.value if number else None
+    pm = number.pm if number else None
+    outcome, reason = judge(result.mean, result.std, result.n, result.profile, value, pm)
+    if result.configs > 1:
+        outcome, reason = INCONCLUSIVE, f"{result.configs} configurations pooled"
+    lines.append(f"{outcome} ({reason})")
+    return Cell(lines, verdict=outcome, kind="ours")
+
+
+def build_view(spec: TableSpec, frame: pd.DataFrame) -> TableView:
+    """The table as display strings: the paper's methods, then ours, column by column."""
+    results = {c.key: (summarize(frame, c.ours) if c.ours else None) for c in spec.columns}
+    rows: list[tuple[str, list[Cell]]] = []
+    for method in paper.paper_rows(spec.key):
+        cells = [paper_cell(paper.paper_number(spec.key, method, c.key)) for c in spec.columns]
+        rows.append((f"{method} (paper)", cells))
+    if spec.method not in paper.paper_rows(spec.key):
+        rows.append((f"{spec.method} (paper)", [paper_cell(None) for _ in spec.columns]))
+    rows.append((f"{spec.method} (ours)",
+                 [our_cell(spec, c, results[c.key]) for c in spec.columns]))
+    labels = {c.key: c.label for c in spec.columns}
+    sources: dict[tuple[str, str], list[str]] = {}
+    for number in paper.PAPER_NUMBERS:
+        if number.table == spec.key and number.column in labels:
+            sources.setdefault((number.row, number.source), []).append(labels[number.column])
+    source_lines = [f"{row} ({'; '.join(cols)}): {src}" for (row, src), cols in sources.items()]
+    marks = []
+    if any(n.table == spec.key and not n.checked for n in paper.PAPER_NUMBERS):
+        marks.append(f"{paper.UNCHECKED_MARK} {paper.UNCHECKED_NOTE}.")
+    return TableView(spec, ["Method"] + [c.label for c in spec.columns], rows, results,
+                     source_lines, marks)
+
+
+# --------------------------------------------------------------------------------------------
+# PAPER-GAP / DEVIATION notes in the source tree
+# --------------------------------------------------------------------------------------------
+
+NOTE_TAGS = ("PAPER-GAP", "DEVIATION")
+# The tag, an optional parenthesised qualifier, then a colon (the tag is built from NOTE_TAGS so
+# that this file never matches itself).
+_NOTE_RE = re.compile(r"\b(" + "|".join(NOTE_TAGS) + r")\b(\s*\([^)]*\))?\s*:\s*(.*)")
+_TOP_LEVEL = re.compile(r"^(?:async\s+def|def|class)\s+(\w+)|^([A-Za-z_]\w*)\s*(?::[^=]*)?=")
+NOTE_ROOTS = ("aae_core", "bench")
+# Notes in these files bear on every table: the model, its training and the config fields are
+# shared by all of them. Notes elsewhere bear on the tables whose keywords they (or the name of
+# the function or constant they sit in) mention; a note that mentions no table bears on all.
+NOTES_FOR_EVERY_TABLE = ("aae_core/model.py", "aae_core/training.py", "aae_core/priors.py",
+                         "bench/config.py", "bench/trial.py")
+_MAX_CONTINUATION = 8
+
+
+@dataclass(frozen=True)
+class Note:
+    tag: str
+    path: str
+    line: int
+    text: str
+    context: str
+    """The top-level def/class/constant the note sits in (or, for a top-level comment, precedes)."""
+
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+def _context(lines: list[str], index: int) -> str:
+    top_level_comment = lines[index].startswith("#")
+    order = range(index + 1, len(lines)) if top_level_comment else range(index, -1, -1)
+    for i in order:
+        match = _TOP_LEVEL.match(lines[i])
+        if match:
+            return match.group(1) or match.group(2)
+    return ""
+
+
+def _continuation(lines: list[str], index: int, comment: bool) -> list[str]:
+    more: list[str] = []
+    if not comment and '"""' in lines[index].split(":", 1)[-1]:
+        return more  # a one-line docstring note
+    for line in lines[index + 1: index + 1 + _MAX_CONTINUATION]:
+        stripped = line.strip()
+        if _NOTE_RE.search(stripped):
+            break
+        if comment:
+            if not stripped.startswith("#") or stripped == "#":
+                break
+            more.append(stripped.lstrip("#").strip())
+        else:
+            if not stripped or stripped.startswith("#"):
+                break
+            more.append(stripped.replace('"""', "").strip())
+            if '"""' in stripped:
+                break
+    return [m for m in more if m]
+
+
+def scan_notes(base: str | Path = REPO, roots: tuple[str, ...] = NOTE_ROOTS) -> list[Note]:
+    """Every tagged note in the .py files under base/roots, with its continuation lines."""
+    base = Path(base)
+    notes: list[Note] = []
+    for root in roots:
+        for path in sorted((base / root).rglob("*.py")):
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            for i, line in enumerate(lines):
+                match = _NOTE_RE.search(line)
+                if not match:
+                    continue
+                comment = "#" in line[: match.start()]
+                text = " ".join([match.group(3).replace('"""', "").strip(),
+                                 *_continuation(lines, i, comment)]).strip()
+                tag = match.group(1) + (match.group(2) or "")
+                notes.append(Note(tag, path.relative_to(base).as_posix(), i + 1, text,
+                                  _context(lines, i)))
+    return notes
+
+
+def notes_for(spec: TableSpec, notes: list[Note]) -> list[Note]:
+    """The notes that bear on one table (see NOTES_FOR_EVERY_TABLE)."""
+    def mentions(note: Note, keywords) -> bool:
+        haystack = f"{note.text} {note.context}".lower()
+        return any(k in haystack for k in keywords)
+
+    every = {k for t in TABLES.values() for k in t.note_keywords}
+    return [n for n in notes if n.path in NOTES_FOR_EVERY_TABLE or mentions(n, spec.note_keywords)
+            or not mentions(n, every)]
+
+
+# --------------------------------------------------------------------------------------------
+# Protocol card
+# --------------------------------------------------------------------------------------------
+
+
+def _distinct(rows: pd.DataFrame, column: str) -> list[str]:
+    if column not in rows.columns:
+        return []
+    values = [v for v in pd.unique(rows.drop_duplicates("trial_id")[column]) if pd.notna(v)]
+    return [_short_list(v) if column == "parzen_sigmas" else str(v) for v in values
+            if str(v) != ""]
+
+
+def _short_list(value) -> str:
+    try:
+        items = json.loads(value) if isinstance(value, str) else list(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "[" + ", ".join(f"{float(x):.3g}" for x in items) + f"] ({len(items)} values)"
+
+
+def protocol_card(view: TableView, notes: list[Note]) -> list[tuple[str, str]]:
+    """(label, text) items: per cell the protocol values of its rows, then rules and notes."""
+    spec = view.spec
+    items: list[tuple[str, str]] = []
+    for column in spec.columns:
+        if column.ours is None:
+            continue
+        result = view.results.get(column.key)
+        if result is None:
+            items.append((column.label, f"{NOT_RUN} (grid {column.ours.grid}, metric "
+                                        f"{column.ours.metric})"))
+            continue
+        parts = [f"grid {column.ours.grid}, metric {column.ours.metric}",
+                 f"profile {result.profile}",
+                 "seeds " + (", ".join(map(str, result.seeds)) or "none done")]
+        for name in spec.protocol_fields:
+            values = _distinct(result.trials, name)
+            if values:
+                parts.append(f"{name} {' | '.join(values)}")
+        if spec.sigma_metric:
+            chosen = result.trials[(result.trials["metric"] == spec.sigma_metric)
+                                   & (result.trials["status"] == "done")].sort_values("seed")
+            if not chosen.empty:
+                parts.append("chosen sigma per seed: " + ", ".join(
+                    f"seed {int(r.seed)}: {float(r.value):.4g}" for r in chosen.itertuples()))
+        if result.other_profiles:
+            parts.append("also in results (not shown): " + ", ".join(
+                f"{p} ({k} trials)" for p, k in sorted(result.other_profiles.items())))
+        if result.configs > 1:
+            parts.append(f"WARNING: {result.configs} distinct configurations pooled")
+        items.append((column.label, "; ".join(parts)))
+    items.extend(spec.rules)
+    bearing = notes_for(spec, notes)
+    items.append(("Caveats tagged in the code", f"{len(bearing)} note(s) bear on this table"
+                  + ("" if bearing else " (none found)")))
+    for note in bearing:
+        items.append((f"{note.tag} {note.where()}", note.text))
+    return items
+
+
+# --------------------------------------------------------------------------------------------
+# Renderers
+# --------------------------------------------------------------------------------------------
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def view_markdown(view: TableView, notes: list[Note] | None = None, card: bool = True) -> str:
+    """The table, its notes, the verdict rule and (optionally) the protocol card, as Markdown."""
+    spec = view.spec
+    out = [f"## {spec.title}", "", spec.caption, ""]
+    out.append("| " + " | ".join(_md(h) for h in view.header) + " |")
+    out.append("|" + "|".join([":---"] + [":---:"] * (len(view.header) - 1)) + "|")
+    for label, cells in view.rows:
+        out.append("| " + " | ".join([_md(label)] + [_md(" · ".join(c.lines)) for c in cells])
+                   + " |")
+    out.append("")
+    out.extend(view.marks)
+    if view.sources:
+        out += ["", "Paper numbers and their sources:", ""]
+        out += [f"- {_md(s)}" for s in view.sources]
+    out += ["", VERDICT_RULE, "", CELL_NOTE, ""]
+    if card:
+        out += [f"### Protocol card ({spec.key})", ""]
+        out += [f"- **{_md(k)}**: {_md(v)}" for k, v in protocol_card(view, notes or [])]
+        out.append("")
+    return "\n".join(out)
+
+
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                "^": r"\textasciicircum{}"}
+_TEX_UNICODE = {"±": r"$\pm$", "†": r"\dag{}", "≤": r"$\le$", "−": "-", "—": "---",
+                "·": r"$\cdot$", "√": r"$\surd$", "²": r"$^2$", "Δ": r"$\Delta$", ">": r"$>$",
+                "<": r"$<$", "|": r"$|$", "σ": r"$\sigma$", "*": ""}
+
+
+def tex(text: str) -> str:
+    out = "".join(_TEX_SPECIAL.get(ch, ch) for ch in str(text))
+    return "".join(_TEX_UNICODE.get(ch, ch) for ch in out)
+
+
+def view_latex(view: TableView, notes: list[Note] | None = None, card: bool = True) -> str:
+    """A standalone-includable LaTeX table (plain tabular, no extra packages) and its notes."""
+    spec = view.spec
+    out = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{tex(spec.title)}}}",
+           rf"\label{{tab:{spec.key}}}", r"\begin{tabular}{l" + "c" * len(spec.columns) + "}",
+           r"\hline", " & ".join(tex(h) for h in view.header) + r" \\", r"\hline"]
+    for label, cells in view.rows:
+        rendered = [(tex(c.lines[0]) if len(c.lines) == 1 else
+                     r"\shortstack{" + r" \\ ".join(tex(x) for x in c.lines) + "}")
+                    for c in cells]
+        out.append(" & ".join([tex(label)] + rendered) + r" \\")
+    out += [r"\hline", r"\end{tabular}", r"\end{table}", ""]
+    out += [tex(m) + "\n" for m in view.marks]
+    if view.sources:
+        out += [r"\noindent Paper numbers and their sources:", r"\begin{itemize}"]
+        out += [rf"\item {tex(s)}" for s in view.sources]
+        out += [r"\end{itemize}"]
+    out += ["", tex(VERDICT_RULE), "", tex(CELL_NOTE), ""]
+    if card:
+        out += [rf"\paragraph{{Protocol card ({tex(spec.key)})}}", r"\begin{itemize}"]
+        out += [rf"\item \textbf{{{tex(k)}}}: {tex(v)}" for k, v in protocol_card(view, notes or [])]
+        out += [r"\end{itemize}", ""]
+    return "\n".join(out)
+
+
+def view_html(view: TableView, notes: list[Note] | None = None, card: bool = True) -> str:
+    """An HTML fragment (section) with the table, its notes and the protocol card."""
+    spec = view.spec
+    e = html.escape
+    out = [f'<section id="{e(spec.key)}">', f"<h2>{e(spec.title)}</h2>", f"<p>{e(spec.caption)}</p>",
+           f'<table class="paper-table" data-table="{e(spec.key)}">',
+           "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in view.header) + "</tr></thead>",
+           "<tbody>"]
+    for label, cells in view.rows:
+        tds = "".join(
+            f'<td class="{e(c.kind)} {e(c.verdict.replace(" ", "-"))}">'
+            + "<br>".join(e(x) for x in c.lines) + "</td>" for c in cells)
+        out.append(f"<tr><th scope=\"row\">{e(label)}</th>{tds}</tr>")
+    out += ["</tbody></table>"]
+    out += [f'<p class="marks">{e(m)}</p>' for m in view.marks]
+    if view.sources:
+        out += ["<p>Paper numbers and their sources:</p>", "<ul>"]
+        out += [f"<li>{e(s)}</li>" for s in view.sources]
+        out += ["</ul>"]
+    out += [f'<p class="rule">{e(VERDICT_RULE)}</p>', f'<p class="rule">{e(CELL_NOTE)}</p>']
+    if card:
+        out += [f"<h3>Protocol card ({e(spec.key)})</h3>", '<ul class="protocol">']
+        out += [f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in protocol_card(view, notes or [])]
+        out += ["</ul>"]
+    out.append("</section>")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------
+
+
+def render_markdown(table_name: str, frame: pd.DataFrame, notes: list[Note] | None = None,
+                    card: bool = True) -> str:
+    """One table of the paper, with our rows, as Markdown (printed by `aae-bench run`)."""
+    spec = table_spec(table_name)
+    return view_markdown(build_view(spec, frame), scan_notes() if notes is None else notes, card)
+
+
+def table1_markdown(frame: pd.DataFrame) -> str:
+    return render_markdown("table1", frame)
+
+
+def tables_for_grid(grid: str) -> list[str]:
+    """Keys of the tables that one of whose cells reads `grid`."""
+    return [key for key, spec in TABLES.items() if grid in spec.grids]

@@ -1,0 +1,109 @@
+"""The real commands with tiny budgets: `run` through a local Ray, bad input, missing data."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import pandas as pd
+import pytest
+
+from bench import cli
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("args,words", [
+    (["run", "table1", "--profile", "huge"], "smoke, quick, paper"),
+    (["run", "table1", "--profile", "smoke", "--seeds", "-2"], "--seeds must be >= 1"),
+    (["run", "table9"], "valid: table1"),
+    (["run", "table1", "--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_values_one_line_and_exit_2(capsys, tmp_path, args, words):
+    code, out, err = run_cli(capsys, *args, *(["--results", str(tmp_path / "r")] if args[0] == "run" and args[1] == "table1" else []))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert words in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_dry_run_prints_trials(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "run", "table1", "--profile", "smoke", "--seeds", "3",
+                           "--dry-run", "--results", str(tmp_path))
+    assert code == 0
+    assert out.strip().splitlines()[-1] == "3 trials"
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_data_names_files_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("AAE_BENCH_CACHE", str(tmp_path / "cache"))
+    code, out, err = run_cli(capsys, "run", "table1", "--profile", "smoke", "--seeds", "1",
+                             "--data-dir", str(empty), "--results", str(tmp_path / "r"))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_truncated_file_names_it_and_writes_nothing(capsys, tmp_path, mnist_dir):
+    bad = tmp_path / "mnist"
+    shutil.copytree(mnist_dir, bad, ignore=shutil.ignore_patterns("*.md"))
+    raw = gzip.open(mnist_dir / "train-images-idx3-ubyte.gz").read()
+    (bad / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    code, out, err = run_cli(capsys, "run", "table1", "--profile", "smoke", "--seeds", "1",
+                             "--data-dir", str(bad), "--results", str(tmp_path / "r"))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert "train-images-idx3-ubyte" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_list(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0 and "table1" in out and "smoke" in out and "gaussian" in out
+
+
+@pytest.mark.ray
+def test_run_smoke_through_ray_then_grow_and_report(capsys, tmp_path, mnist_dir):
+    results_dir = tmp_path / "results"
+    common = ["--profile", "smoke", "--results", str(results_dir), "--data-dir", str(mnist_dir)]
+    code, out, err = run_cli(capsys, "run", "table1", "--seeds", "2", *common)
+    assert code == 0, err
+    frame = pd.read_csv(results_dir / "table1.csv")
+    assert set(frame["status"]) == {"done"}
+    assert frame["trial_id"].nunique() == 2
+    assert {"parzen_ll", "parzen_sigma", "loss_reconstruction"} <= set(frame["metric"])
+    for column in ["commit", "dirty", "python", "torch", "ray", "accelerate", "cpu", "threads",
+                   "wall_s", "stderr", "seed", "profile", "z_dim", "prior_std", "recon_lr"]:
+        assert column in frame.columns, column
+    assert (frame["threads"] == 1).all()
+    ll = frame[frame["metric"] == "parzen_ll"]
+    assert ll["value"].between(-2000, 2000).all() and (ll["stderr"] > 0).all()
+    assert (ll["n"] == 500).all()
+    assert "Table 1" in out and "340" in out  # the paper's number printed beside ours
+
+    # Same grid again: nothing new runs, no row is duplicated.
+    before = (results_dir / "table1.csv").read_text()
+    code, out, _ = run_cli(capsys, "run", "table1", "--seeds", "2", *common)
+    assert code == 0 and "2 already done" in out
+    assert (results_dir / "table1.csv").read_text() == before
+
+    # Grown by one seed: only the new seed runs.
+    code, out, _ = run_cli(capsys, "run", "table1", "--seeds", "3", *common)
+    assert code == 0 and "2 already done, 1 done" in out
+    grown = pd.read_csv(results_dir / "table1.csv")
+    assert grown["trial_id"].nunique() == 3
+    assert len(grown) == len(frame) * 3 // 2
+
+    code, out, err = run_cli(capsys, "report", "--results", str(results_dir),
+                             "--out", str(tmp_path / "reports"))
+    assert code == 0, err
+    table = next((tmp_path / "reports").glob("table1*.md")).read_text()
+    assert "340" in table and "smoke" in table
