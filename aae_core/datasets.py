@@ -104,16 +104,40 @@ _SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
 # payload name -> (URL, hash of the downloaded file); None = the file is the payload (CHECKSUMS).
 DOWNLOADS: dict[str, dict[str, tuple[str, str | None]]] = {
     "mnist": {
-        "train-images-idx3-ubyte": (f"{_MNIST_URL}train-images-idx3-ubyte.gz", "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-        "train-labels-idx1-ubyte": (f"{_MNIST_URL}train-labels-idx1-ubyte.gz", "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
-        "t10k-images-idx3-ubyte": (f"{_MNIST_URL}t10k-images-idx3-ubyte.gz", "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-        "t10k-labels-idx1-ubyte": (f"{_MNIST_URL}t10k-labels-idx1-ubyte.gz", "sha256:f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+        "train-images-idx3-ubyte": (
+            f"{_MNIST_URL}train-images-idx3-ubyte.gz",
+            "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        ),
+        "train-labels-idx1-ubyte": (
+            f"{_MNIST_URL}train-labels-idx1-ubyte.gz",
+            "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        ),
+        "t10k-images-idx3-ubyte": (
+            f"{_MNIST_URL}t10k-images-idx3-ubyte.gz",
+            "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        ),
+        "t10k-labels-idx1-ubyte": (
+            f"{_MNIST_URL}t10k-labels-idx1-ubyte.gz",
+            "sha256:f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        ),
     },
     "fashion-mnist": {
-        "train-images-idx3-ubyte": (f"{_FASHION_URL}train-images-idx3-ubyte.gz", "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-        "train-labels-idx1-ubyte": (f"{_FASHION_URL}train-labels-idx1-ubyte.gz", "md5:25c81989df183df01b3e8a0aad5dffbe"),
-        "t10k-images-idx3-ubyte": (f"{_FASHION_URL}t10k-images-idx3-ubyte.gz", "md5:bef4ecab320f06d8554ea6380940ec79"),
-        "t10k-labels-idx1-ubyte": (f"{_FASHION_URL}t10k-labels-idx1-ubyte.gz", "md5:bb300cfdad3c16e7a12a480ee83cd310"),
+        "train-images-idx3-ubyte": (
+            f"{_FASHION_URL}train-images-idx3-ubyte.gz",
+            "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        ),
+        "train-labels-idx1-ubyte": (
+            f"{_FASHION_URL}train-labels-idx1-ubyte.gz",
+            "md5:25c81989df183df01b3e8a0aad5dffbe",
+        ),
+        "t10k-images-idx3-ubyte": (
+            f"{_FASHION_URL}t10k-images-idx3-ubyte.gz",
+            "md5:bef4ecab320f06d8554ea6380940ec79",
+        ),
+        "t10k-labels-idx1-ubyte": (
+            f"{_FASHION_URL}t10k-labels-idx1-ubyte.gz",
+            "md5:bb300cfdad3c16e7a12a480ee83cd310",
+        ),
     },
     "svhn": {name: (f"{_SVHN_URL}{name}", None) for name in FILES["svhn-extra"]},
 }
@@ -151,9 +175,13 @@ class Dataset:
         for part in ("train", "valid", "test"):
             x, y = getattr(self, f"{part}_x"), getattr(self, f"{part}_y")
             if x.dtype != np.float32 or x.ndim != 4 or x.shape[1:] != self.train_x.shape[1:]:
-                raise ValueError(f"{self.name}: {part}_x must be float32 (N, C, H, W) like train_x, got {x.dtype} {x.shape}")
+                raise ValueError(
+                    f"{self.name}: {part}_x must be float32 (N, C, H, W) like train_x, got {x.dtype} {x.shape}"
+                )
             if y.dtype != np.int64 or y.shape != (len(x),):
-                raise ValueError(f"{self.name}: {part}_y must be int64 of shape ({len(x)},), got {y.dtype} {y.shape}")
+                raise ValueError(
+                    f"{self.name}: {part}_y must be int64 of shape ({len(x)},), got {y.dtype} {y.shape}"
+                )
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -185,7 +213,9 @@ class Located:
 # Public entry points
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None, *, fold: int = 0, download: bool = True) -> Dataset:
+def load(
+    name: str, data_dir: str | os.PathLike | None = None, *, fold: int = 0, download: bool = True
+) -> Dataset:
     """Find, verify and split dataset `name` (see the module docstring for the search order)."""
     loader = _loader(name)
     n_folds = N_FOLDS.get(name, 1)
@@ -196,7 +226,9 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *, fold: int = 0,
     return loader(found.files, found.source, fold)
 
 
-def locate(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True) -> Located:
+def locate(
+    name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True
+) -> Located:
     """Find the files of `name` in the search order, downloading into the cache if allowed."""
     _loader(name)
     if data_dir is not None:
@@ -221,7 +253,9 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, *, download: bo
     if not missing:
         return Located(present, f"download cache: {cache}")
     if not download or _family(name) not in DOWNLOADS:
-        raise DataError(f"{name}: {_show(missing)} not found (looked in {', '.join(looked)}); {_how_to_provide(name)}")
+        raise DataError(
+            f"{name}: {_show(missing)} not found (looked in {', '.join(looked)}); {_how_to_provide(name)}"
+        )
     return _download_missing(name, cache, present, f"download cache: {cache}")
 
 
@@ -272,7 +306,9 @@ def labelled_subset(labels: np.ndarray, n_labels: int, seed: int, n_classes: int
     Labels outside 0..n_classes-1 (TFD's -1 "unknown") are never picked.
     """
     if n_labels <= 0 or n_classes <= 0 or n_labels % n_classes:
-        raise ValueError(f"n_labels={n_labels} must be a positive multiple of n_classes={n_classes}")
+        raise ValueError(
+            f"n_labels={n_labels} must be a positive multiple of n_classes={n_classes}"
+        )
     per_class = n_labels // n_classes
     labels = np.asarray(labels).reshape(-1)
     rng = np.random.Generator(np.random.PCG64(seed))
@@ -280,7 +316,9 @@ def labelled_subset(labels: np.ndarray, n_labels: int, seed: int, n_classes: int
     for c in range(n_classes):
         pool = np.flatnonzero(labels == c)
         if len(pool) < per_class:
-            raise ValueError(f"class {c} has {len(pool)} examples, fewer than the {per_class} per class asked for")
+            raise ValueError(
+                f"class {c} has {len(pool)} examples, fewer than the {per_class} per class asked for"
+            )
         chosen.append(rng.permutation(pool)[:per_class])
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
@@ -350,7 +388,9 @@ def load_svhn(name: str, paths: Mapping[str, Path], source: str, fold: int = 0) 
     test_x, test_y = _read_svhn(name, "test_32x32.mat", paths)
     n = len(train_y)
     if n <= SVHN_VALID_SIZE:
-        raise DataError(f"{paths['train_32x32.mat']}: content check failed ({n} images, too few to hold out {SVHN_VALID_SIZE} for validation)")
+        raise DataError(
+            f"{paths['train_32x32.mat']}: content check failed ({n} images, too few to hold out {SVHN_VALID_SIZE} for validation)"
+        )
     valid = svhn_valid_indices(n)
     keep = np.ones(n, dtype=bool)
     keep[valid] = False
@@ -395,10 +435,14 @@ def load_tfd(name: str, paths: Mapping[str, Path], source: str, fold: int = 0) -
     images, labs_ex, folds = mat["images"], mat["labs_ex"], mat["folds"]
     n = len(images)
     if images.dtype != np.uint8 or images.shape != (n, size, size):
-        raise DataError(f"{path}: content check failed ('images' is {images.dtype} {images.shape}, expected uint8 (N, {size}, {size}))")
+        raise DataError(
+            f"{path}: content check failed ('images' is {images.dtype} {images.shape}, expected uint8 (N, {size}, {size}))"
+        )
     labs = _as_int(path, "labs_ex", labs_ex, n)
     if folds.ndim != 2 or folds.shape != (n, 5):
-        raise DataError(f"{path}: content check failed ('folds' has shape {folds.shape}, expected ({n}, 5))")
+        raise DataError(
+            f"{path}: content check failed ('folds' has shape {folds.shape}, expected ({n}, 5))"
+        )
     folds = _as_int(path, "folds", folds, n * 5).reshape(n, 5)
     if not np.isin(labs, [-1, 1, 2, 3, 4, 5, 6, 7]).all():
         raise DataError(f"{path}: content check failed ('labs_ex' holds values outside -1, 1..7)")
@@ -412,7 +456,10 @@ def load_tfd(name: str, paths: Mapping[str, Path], source: str, fold: int = 0) -
         mask = folds[:, fold] == code
         parts[f"{part}_x"] = _to_float(x[mask])
         parts[f"{part}_y"] = y[mask]
-    counts = ", ".join(f"{p} = folds[:, {fold}] == {c} ({len(parts[f'{p}_y'])})" for p, c in (("train", 1), ("valid", 2), ("test", 3)))
+    counts = ", ".join(
+        f"{p} = folds[:, {fold}] == {c} ({len(parts[f'{p}_y'])})"
+        for p, c in (("train", 1), ("valid", 2), ("test", 3))
+    )
     return Dataset(
         name=name,
         **parts,
@@ -454,7 +501,9 @@ def _aliases(name: str) -> tuple[str, ...]:
 def _candidates(name: str, base: Path) -> list[Path]:
     """Directories under `base` that may hold `name`: base itself (unless it is named after another
     family: MNIST and Fashion-MNIST share file names), then base/<name>, base/<family>."""
-    others = {alias for other in DATASETS if _family(other) != _family(name) for alias in _aliases(other)}
+    others = {
+        alias for other in DATASETS if _family(other) != _family(name) for alias in _aliases(other)
+    }
     direct = [] if base.name in others and base.name not in _aliases(name) else [base]
     return direct + [base / alias for alias in _aliases(name)]
 
@@ -484,7 +533,9 @@ def _search_given(name: str, base: Path, how: str, *, required: bool) -> Located
         return None
     missing = [f for f in FILES[name] if f not in best]
     where = str(best_dir) if best else " or ".join(str(d) for d, _ in seen)
-    raise DataError(f"{name}: {how} {base}: {_show(missing)} missing in {where}; {_how_to_provide(name)}")
+    raise DataError(
+        f"{name}: {how} {base}: {_show(missing)} missing in {where}; {_how_to_provide(name)}"
+    )
 
 
 def _show(fnames: list[str]) -> str:
@@ -513,7 +564,15 @@ def _download_missing(name: str, directory: Path, present: dict[str, Path], sour
         url, outer = DOWNLOADS[family][fname]
         known = outer or CHECKSUMS[family][fname]
         dest = directory / url.rsplit("/", 1)[-1]
-        present[fname] = files.download(url, known, dest, check=partial(_verify_payload, name, fname))
+        try:
+            present[fname] = files.download(
+                url, known, dest, check=partial(_verify_payload, name, fname)
+            )
+        except DataError as err:
+            raise DataError(
+                f"{name}: {err}; offline? provide the files with --data-dir DIR or "
+                f"AAE_BENCH_DATA=DIR (directly or in DIR/{name}/)"
+            ) from None
         downloaded.append(fname)
     return Located(present, source, tuple(downloaded))
 
@@ -540,11 +599,19 @@ def _check(name: str, fname: str, path: Path, payload: bytes | None = None) -> N
     ]
     which = f" (it is {owner[0]})" if owner else ""
     cache = Path(os.environ.get("AAE_BENCH_CACHE") or pooch.os_cache("aae-bench"))
-    fix = f"delete it and run `aae-bench data fetch {name}`" if cache in path.absolute().parents else "replace it with a good copy"
-    raise DataError(f"{path}: checksum check failed ({algorithm} of the {what} is {got}, expected {want} for {name} {fname}){which}; {fix}")
+    fix = (
+        f"delete it and run `aae-bench data fetch {name}`"
+        if cache in path.absolute().parents
+        else "replace it with a good copy"
+    )
+    raise DataError(
+        f"{path}: checksum check failed ({algorithm} of the {what} is {got}, expected {want} for {name} {fname}){which}; {fix}"
+    )
 
 
-def _read_idx(name: str, fname: str, paths: Mapping[str, Path], magic: int, shape: tuple[int, ...]) -> np.ndarray:
+def _read_idx(
+    name: str, fname: str, paths: Mapping[str, Path], magic: int, shape: tuple[int, ...]
+) -> np.ndarray:
     path = paths[fname]
     payload = files.read_payload(path)
     array = files.parse_idx(payload, path, magic, shape)  # header and size first: precise messages
@@ -564,12 +631,18 @@ def _read_mat(name: str, fname: str, path: Path, keys: tuple[str, ...]) -> dict[
     try:
         mat = scipy.io.loadmat(source, variable_names=list(keys))
     except NotImplementedError:
-        raise DataError(f"{path}: format check failed (MATLAB v7.3/HDF5 file; expected MATLAB v5)") from None
+        raise DataError(
+            f"{path}: format check failed (MATLAB v7.3/HDF5 file; expected MATLAB v5)"
+        ) from None
     except Exception as err:  # scipy raises many types on damaged files; all mean "unreadable"
-        raise DataError(f"{path}: format check failed (not a readable MATLAB v5 file: {type(err).__name__}: {err})") from None
+        raise DataError(
+            f"{path}: format check failed (not a readable MATLAB v5 file: {type(err).__name__}: {err})"
+        ) from None
     missing = [k for k in keys if k not in mat]
     if missing:
-        raise DataError(f"{path}: content check failed (no variable {', '.join(missing)}; found {', '.join(k for k in mat if not k.startswith('__')) or 'none'})")
+        raise DataError(
+            f"{path}: content check failed (no variable {', '.join(missing)}; found {', '.join(k for k in mat if not k.startswith('__')) or 'none'})"
+        )
     return mat
 
 
@@ -579,7 +652,9 @@ def _read_svhn(name: str, fname: str, paths: Mapping[str, Path]) -> tuple[np.nda
     mat = _read_mat(name, fname, path, ("X", "y"))
     x, y = mat["X"], mat["y"]
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3):
-        raise DataError(f"{path}: content check failed ('X' is {x.dtype} {x.shape}, expected uint8 (32, 32, 3, N))")
+        raise DataError(
+            f"{path}: content check failed ('X' is {x.dtype} {x.shape}, expected uint8 (32, 32, 3, N))"
+        )
     n = x.shape[3]
     labels = _as_int(path, "y", y, n)
     if not np.isin(labels, np.arange(1, 11)).all():
@@ -591,8 +666,12 @@ def _read_svhn(name: str, fname: str, paths: Mapping[str, Path]) -> tuple[np.nda
 def _as_int(path: Path, key: str, values: np.ndarray, n: int) -> np.ndarray:
     """A numeric MATLAB array of n whole numbers (stored as double or integer) -> int64 vector."""
     flat = np.asarray(values).reshape(-1)
-    if flat.size != n or not (np.issubdtype(flat.dtype, np.integer) or np.issubdtype(flat.dtype, np.floating)):
-        raise DataError(f"{path}: content check failed ('{key}' is {values.dtype} {values.shape}, expected {n} numbers)")
+    if flat.size != n or not (
+        np.issubdtype(flat.dtype, np.integer) or np.issubdtype(flat.dtype, np.floating)
+    ):
+        raise DataError(
+            f"{path}: content check failed ('{key}' is {values.dtype} {values.shape}, expected {n} numbers)"
+        )
     as_int = flat.astype(np.int64)
     if np.issubdtype(flat.dtype, np.floating) and not np.array_equal(as_int, flat):
         raise DataError(f"{path}: content check failed ('{key}' holds non-integer values)")
@@ -601,7 +680,9 @@ def _as_int(path: Path, key: str, values: np.ndarray, n: int) -> np.ndarray:
 
 def _check_labels(path: Path, labels: np.ndarray, allowed: range) -> None:
     if labels.size and (labels.min() < allowed.start or labels.max() >= allowed.stop):
-        raise DataError(f"{path}: content check failed (labels outside {allowed.start}..{allowed.stop - 1})")
+        raise DataError(
+            f"{path}: content check failed (labels outside {allowed.start}..{allowed.stop - 1})"
+        )
 
 
 def _to_float(*parts: np.ndarray) -> np.ndarray:

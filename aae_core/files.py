@@ -45,7 +45,9 @@ def read_payload(path: Path) -> bytes:
                 return fh.read()
         return path.read_bytes()
     except EOFError:
-        raise DataError(f"{path}: gzip check failed (stream ends early: the file is truncated)") from None
+        raise DataError(
+            f"{path}: gzip check failed (stream ends early: the file is truncated)"
+        ) from None
     except (gzip.BadGzipFile, zlib.error) as err:
         raise DataError(f"{path}: gzip check failed ({err}): the file is corrupt") from None
     except OSError as err:
@@ -82,18 +84,26 @@ def parse_idx(data: bytes, path: Path, magic: int, shape: tuple[int, ...]) -> np
     (a truncated copy, the labels file where the images were expected).
     """
     if len(data) < 4:
-        raise DataError(f"{path}: size check failed ({len(data)} bytes is shorter than an IDX header)")
+        raise DataError(
+            f"{path}: size check failed ({len(data)} bytes is shorter than an IDX header)"
+        )
     (found,) = struct.unpack(">i", data[:4])
     if found != magic:
         kind = {IDX_LABELS: "labels", IDX_IMAGES: "images"}[magic]
-        raise DataError(f"{path}: header check failed (IDX magic {found}, expected {magic} for {kind})")
+        raise DataError(
+            f"{path}: header check failed (IDX magic {found}, expected {magic} for {kind})"
+        )
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise DataError(f"{path}: size check failed ({len(data)} bytes is shorter than its {header}-byte IDX header)")
+        raise DataError(
+            f"{path}: size check failed ({len(data)} bytes is shorter than its {header}-byte IDX header)"
+        )
     dims = struct.unpack(f">{ndim}i", data[4:header])
     if dims != tuple(shape):
-        raise DataError(f"{path}: header check failed (IDX dimensions {dims}, expected {tuple(shape)})")
+        raise DataError(
+            f"{path}: header check failed (IDX dimensions {dims}, expected {tuple(shape)})"
+        )
     expected = header + int(np.prod(dims))
     if len(data) != expected:
         raise DataError(
@@ -112,7 +122,9 @@ def fetch_url(url: str, known_hash: str, dest: Path) -> None:
     pooch.retrieve(url, known_hash=known_hash, fname=dest.name, path=dest.parent, progressbar=False)
 
 
-def download(url: str, known_hash: str, dest: Path, check: Callable[[Path], object] | None = None) -> Path:
+def download(
+    url: str, known_hash: str, dest: Path, check: Callable[[Path], object] | None = None
+) -> Path:
     """Download `url` to `dest` so that `dest` either does not exist or is complete and verified.
 
     The transport writes into a fresh temporary directory next to `dest`; the file moves into place
@@ -128,7 +140,9 @@ def download(url: str, known_hash: str, dest: Path, check: Callable[[Path], obje
             fetch_url(url, known_hash, tmp)
         except DataError:
             raise
-        except Exception as err:  # any transport failure (offline, HTTP error, hash mismatch) is one DataError
+        except (
+            Exception
+        ) as err:  # any transport failure (offline, HTTP error, hash mismatch) is one DataError
             reason = " ".join(f"{type(err).__name__}: {err}".split())
             raise DataError(f"could not download {url} to {dest} ({reason[:300]})") from None
         if not tmp.is_file():

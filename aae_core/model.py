@@ -1,7 +1,9 @@
 """The networks of "Adversarial Autoencoders" (Makhzani et al., 2015), read top to bottom.
 
-Parts first (an MLP), then the whole (the unsupervised AAE of Section 2 / Table 1).
-Every size is an argument: the caller takes the input size from the data set.
+Parts first (an MLP, encoder, decoder, discriminator), then the whole models, one per variant
+the paper trains. Every size is an argument; the caller takes the input shape from the data.
+Sub-networks stay separate attributes so that each gets its own optimizer and is prepared on
+its own by Accelerate (a prepared parent module would bypass the DDP wrappers).
 """
 
 from __future__ import annotations
@@ -9,14 +11,18 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+# -- parts ------------------------------------------------------------------------------
 
 
 def mlp(sizes: list[int], init_std: float, out_activation: nn.Module | None = None) -> nn.Sequential:
     """Linear layers with ReLU between them (Appendix A: hidden layers of ReLU units).
 
-    Weights ~ N(0, init_std^2) and zero biases, as third-party readings of the appendix give it.
-    # PAPER-GAP: the appendix's init is known to us only through those readings (init_std field).
+    Weights ~ N(0, init_std^2) and zero biases.
+    # PAPER-GAP: the appendix's initialisation is known to us through third-party readings
+    # only (the init_std config field).
     """
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
@@ -32,52 +38,165 @@ def mlp(sizes: list[int], init_std: float, out_activation: nn.Module | None = No
 
 
 class Encoder(nn.Module):
-    """q(z|x): a deterministic encoder (Section 2.1, "deterministic" choice used for Table 1)."""
+    """A deterministic encoder q(.|x) (Section 2.1: the "deterministic" choice). Its last layer
+    holds every head a variant needs (code z, class logits, VAE log-variances) side by side."""
 
-    def __init__(self, input_shape: tuple[int, ...], z_dim: int, hidden: list[int], init_std: float):
+    def __init__(self, input_shape: tuple[int, ...], out_dim: int, hidden: list[int], init_std: float):
         super().__init__()
-        self.net = mlp([math.prod(input_shape), *hidden, z_dim], init_std)
+        self.net = mlp([math.prod(input_shape), *hidden, out_dim], init_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.flatten(1))  # (B, C*H*W) -> (B, z_dim)
+        return self.net(x.flatten(1))  # (B, C*H*W) -> (B, out_dim)
 
 
 class Decoder(nn.Module):
-    """p(x|z): an MLP with a sigmoid output, so pixels lie in [0, 1] like the data."""
+    """p(x|code): an MLP with a sigmoid output, so pixels lie in [0, 1] like the data."""
 
-    def __init__(self, input_shape: tuple[int, ...], z_dim: int, hidden: list[int], init_std: float):
+    def __init__(self, input_shape: tuple[int, ...], code_dim: int, hidden: list[int], init_std: float):
         super().__init__()
         self.input_shape = tuple(input_shape)
-        self.net = mlp([z_dim, *hidden, math.prod(input_shape)], init_std, nn.Sigmoid())
+        self.net = mlp([code_dim, *hidden, math.prod(input_shape)], init_std, nn.Sigmoid())
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).view(-1, *self.input_shape)  # (B, C, H, W)
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        return self.net(code).view(-1, *self.input_shape)  # (B, C, H, W)
 
 
 class Discriminator(nn.Module):
-    """D(z): one logit for "z came from the prior" (Section 2). No batch norm: public AAE
+    """D(.): one logit for "this came from the prior" (Section 2). No batch norm: public AAE
     code reports that it breaks the discriminator."""
 
-    def __init__(self, z_dim: int, hidden: list[int], init_std: float):
+    def __init__(self, in_dim: int, hidden: list[int], init_std: float):
         super().__init__()
-        self.net = mlp([z_dim, *hidden, 1], init_std)
+        self.net = mlp([in_dim, *hidden, 1], init_std)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).squeeze(1)  # (B,)
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return self.net(v).squeeze(1)  # (B,)
+
+
+def one_hot_with_unlabelled(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Section 3: a one-hot label with an extra class meaning "unlabelled" (label -1)."""
+    index = torch.where(labels >= 0, labels, torch.full_like(labels, n_classes))
+    return F.one_hot(index, n_classes + 1).float()  # (B, n_classes + 1)
+
+
+# -- the models -------------------------------------------------------------------------
 
 
 class UnsupervisedAAE(nn.Module):
-    """The unsupervised AAE (Section 2, Table 1): autoencoder + a discriminator on its code.
+    """Section 2, Table 1, Fig. 2 a-b: an autoencoder whose code z is matched to the prior."""
 
-    The three parts stay separate modules so that each can be given its own optimizer and be
-    prepared on its own by Accelerate (a prepared parent would bypass the DDP wrappers).
-    """
-
-    def __init__(self, input_shape: tuple[int, ...], z_dim: int, hidden: list[int], init_std: float):
+    def __init__(self, input_shape, z_dim: int, hidden: list[int], init_std: float, **_):
         super().__init__()
         self.encoder = Encoder(input_shape, z_dim, hidden, init_std)
         self.decoder = Decoder(input_shape, z_dim, hidden, init_std)
         self.discriminator = Discriminator(z_dim, hidden, init_std)
 
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)  # (B, z_dim)
 
-VARIANTS = {"unsupervised": UnsupervisedAAE}
+    def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+class LabelRegularizedAAE(UnsupervisedAAE):
+    """Section 3, Fig. 4: the discriminator also sees the label (one-hot, plus an "unlabelled"
+    class), so labelled codes are pushed to their label's part of the prior."""
+
+    def __init__(self, input_shape, z_dim: int, hidden: list[int], init_std: float, n_classes: int = 10, **_):
+        super().__init__(input_shape, z_dim, hidden, init_std)
+        self.n_classes = n_classes
+        self.discriminator = Discriminator(z_dim + n_classes + 1, hidden, init_std)
+
+
+class SupervisedAAE(UnsupervisedAAE):
+    """Section 4, Fig. 5-6: the decoder receives the one-hot label beside z, so z is left to
+    carry the style only."""
+
+    def __init__(self, input_shape, z_dim: int, hidden: list[int], init_std: float, n_classes: int = 10, **_):
+        super().__init__(input_shape, z_dim, hidden, init_std)
+        self.n_classes = n_classes
+        self.decoder = Decoder(input_shape, n_classes + z_dim, hidden, init_std)
+
+    def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        y = F.one_hot(labels, self.n_classes).float()
+        return self.decoder(torch.cat([y, self.encoder(x)], 1))  # (B, n_classes + z_dim)
+
+
+class SemiSupervisedAAE(nn.Module):
+    """Section 5, Table 2 (and Section 6, Table 3, with K clusters and no labels): the encoder
+    gives a softmax y under a categorical prior and a style z under a Gaussian prior; one
+    discriminator for each; the decoder sees both."""
+
+    def __init__(self, input_shape, z_dim: int, hidden: list[int], init_std: float, n_classes: int = 10, **_):
+        super().__init__()
+        self.n_classes = n_classes
+        self.encoder = Encoder(input_shape, n_classes + z_dim, hidden, init_std)
+        self.decoder = Decoder(input_shape, self.code_dim(z_dim), hidden, init_std)
+        self.discriminator_y = Discriminator(n_classes, hidden, init_std)
+        self.discriminator_z = Discriminator(z_dim, hidden, init_std)
+
+    def code_dim(self, z_dim: int) -> int:
+        return self.n_classes + z_dim
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)  # (B, n_classes + z_dim)
+        return h[:, : self.n_classes], h[:, self.n_classes:]  # logits (B, K), z (B, z_dim)
+
+    def code(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, z = self.split(x)
+        return logits.softmax(1), z
+
+    def representation(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return torch.cat([y, z], 1)  # (B, K + z_dim)
+
+    def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(self.representation(*self.code(x)))
+
+
+class DimReductionAAE(SemiSupervisedAAE):
+    """Section 7, Fig. 11: the n-D representation W_C y + z, with one learned cluster head per
+    class or cluster (the rows of W_C); the decoder sees only that representation."""
+
+    def __init__(self, input_shape, z_dim: int, hidden: list[int], init_std: float, n_classes: int = 10,
+                 head_init_std: float = 1.0, **_):
+        super().__init__(input_shape, z_dim, hidden, init_std, n_classes)
+        # PAPER-GAP: the heads' initialisation is not given; N(0, head_init_std^2).
+        self.cluster_heads = nn.Parameter(torch.randn(n_classes, z_dim) * head_init_std)  # (K, n)
+
+    def code_dim(self, z_dim: int) -> int:
+        return z_dim
+
+    def representation(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return y @ self.cluster_heads + z  # (B, K) @ (K, n) + (B, n) -> (B, n)
+
+
+class VAE(nn.Module):
+    """The baseline of Fig. 2 c-d: a variational autoencoder with the same networks, whose
+    encoder gives the mean and log-variance of a Gaussian q(z|x)."""
+
+    def __init__(self, input_shape, z_dim: int, hidden: list[int], init_std: float, **_):
+        super().__init__()
+        self.z_dim = z_dim
+        self.encoder = Encoder(input_shape, 2 * z_dim, hidden, init_std)
+        self.decoder = Decoder(input_shape, z_dim, hidden, init_std)
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = self.encoder(x).chunk(2, 1)  # (B, z_dim) each
+        return mean, logvar
+
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        return self.posterior(x)[0]
+
+    def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(self.code(x))
+
+
+VARIANTS = {
+    "unsupervised": UnsupervisedAAE,
+    "label-regularized": LabelRegularizedAAE,
+    "supervised": SupervisedAAE,
+    "semi-supervised": SemiSupervisedAAE,
+    "clustering": SemiSupervisedAAE,
+    "dim-reduction": DimReductionAAE,
+    "vae": VAE,
+}

@@ -14,9 +14,26 @@ from dataclasses import dataclass, field
 import numpy as np
 
 PROFILES = ("smoke", "quick", "paper")
-VARIANTS = ("unsupervised",)
-PRIORS = ("gaussian",)
-DATASETS = ("mnist",)
+VARIANTS = ("unsupervised", "label-regularized", "supervised", "semi-supervised", "clustering",
+            "dim-reduction", "vae")
+PRIORS = ("gaussian", "mixture", "swiss-roll")
+DATASETS = ("mnist", "fashion-mnist", "svhn", "tfd")
+# Which priors on z each variant can use (the categorical prior on y is implied where it applies).
+VARIANT_PRIORS = {
+    "unsupervised": ("gaussian", "mixture", "swiss-roll"),
+    "label-regularized": ("mixture", "swiss-roll"),
+    "supervised": ("gaussian",),
+    "semi-supervised": ("gaussian",),
+    "clustering": ("gaussian",),
+    "dim-reduction": ("gaussian",),
+    "vae": ("gaussian", "mixture"),  # the VAE's KL needs a density: the swiss roll has none here
+}
+PARZEN_VARIANTS = ("unsupervised", "vae")
+CATEGORICAL_VARIANTS = ("semi-supervised", "clustering", "dim-reduction")
+# Defaults of fields that apply to some variants only; None elsewhere, so other trial ids stay.
+MIXTURE_DEFAULTS = dict(mixture_radius=1.4, mixture_std_radial=0.5, mixture_std_tangential=0.05)
+CATEGORICAL_DEFAULTS = dict(input_noise_std=0.3, classification_lr=0.1, classification_momentum=0.9)
+DIM_REDUCTION_DEFAULTS = dict(head_threshold=3.0, head_penalty=1.0, head_init_std=1.0)
 PRECISIONS = ("no", "bf16")
 RECON_REDUCTIONS = ("sum", "mean")
 
@@ -87,14 +104,40 @@ class TrialConfig:
     """Accelerate mixed precision: "no" (fp32) or "bf16". fp16 is refused: on CPU Accelerate
     silently runs it in fp32."""
 
+    # -- variant-specific (None = does not apply to this variant) ------------------------
+    labels: int | None = None
+    """Labelled training examples (class-balanced, seeded, from the training split only):
+    semi-supervised and dim-reduction (100, 1000; 0 = every training label), label-regularized
+    (Fig. 4: 10,000). None for variants that see no labels (supervised sees them all)."""
+    clusters: int | None = None
+    """Number of clusters K: clustering (Table 3: 16, 30) and unsupervised dim-reduction (20)."""
+    mixture_radius: float | None = None
+    """Mixture prior: radius of the circle of centres. PAPER-GAP: public AAE code uses 1.4."""
+    mixture_std_radial: float | None = None
+    """Mixture prior: std along the radius. PAPER-GAP: public AAE code uses 0.5."""
+    mixture_std_tangential: float | None = None
+    """Mixture prior: std across the radius. PAPER-GAP: public AAE code uses 0.05."""
+    input_noise_std: float | None = None
+    """Gaussian noise on the encoder input (semi-supervised family; the issue's reading: 0.3)."""
+    classification_lr: float | None = None
+    """Classification-phase SGD learning rate. PAPER-GAP: not known to us; 0.1."""
+    classification_momentum: float | None = None
+    """Classification-phase SGD momentum. PAPER-GAP: not known to us; 0.9."""
+    head_threshold: float | None = None
+    """Dim-reduction: cluster heads closer than this are pushed apart. PAPER-GAP: 3.0."""
+    head_penalty: float | None = None
+    """Dim-reduction: weight of that push. PAPER-GAP: 1.0."""
+    head_init_std: float | None = None
+    """Dim-reduction: cluster heads start ~ N(0, head_init_std^2). PAPER-GAP: 1.0."""
+
     # -- evaluation -------------------------------------------------------------------
-    parzen_samples: int = 10_000
+    parzen_samples: int | None = 10_000
     """Generated samples in the Parzen window (Table 1's 10K column)."""
-    parzen_validation: int = 1_000
+    parzen_validation: int | None = 1_000
     """Validation images used to choose sigma (GAN paper protocol: 1,000)."""
-    parzen_test: int = 0
+    parzen_test: int | None = 0
     """Test images scored (0 = the whole test split, 10,000 for MNIST)."""
-    parzen_sigmas: tuple[float, ...] = field(default=PARZEN_SIGMAS)
+    parzen_sigmas: tuple[float, ...] | None = field(default=PARZEN_SIGMAS)
     """Candidate window widths (GAN paper protocol: numpy.logspace(-1, 0, 10))."""
 
     def __post_init__(self) -> None:
@@ -102,26 +145,74 @@ class TrialConfig:
         _choice("variant", self.variant, VARIANTS)
         _choice("prior", self.prior, PRIORS)
         _choice("dataset", self.dataset, DATASETS)
+        _choice(f"prior for variant {self.variant}", self.prior, VARIANT_PRIORS[self.variant])
+        self._fill_variant_defaults()
+        self._check_variant()
         _choice("precision", self.precision, PRECISIONS)
         _choice("recon_reduction", self.recon_reduction, RECON_REDUCTIONS)
-        positive = ["z_dim", "hidden_units", "hidden_layers", "epochs", "batch_size",
-                    "parzen_samples", "parzen_validation"]
-        for name in positive:
+        def given(names):
+            return [n for n in names if getattr(self, n) is not None]
+
+        for name in given(["z_dim", "hidden_units", "hidden_layers", "epochs", "batch_size",
+                           "parzen_samples", "parzen_validation"]):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)!r}")
-        for name in ["seed", "train_examples", "parzen_test"]:
+        for name in given(["seed", "train_examples", "parzen_test"]):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0; got {getattr(self, name)!r}")
-        for name in ["prior_std", "init_std", "recon_lr", "adv_lr"]:
+        for name in given(["prior_std", "init_std", "recon_lr", "adv_lr", "mixture_radius",
+                           "mixture_std_radial", "mixture_std_tangential", "classification_lr",
+                           "head_threshold", "head_init_std"]):
             if not float(getattr(self, name)) > 0:
                 raise ConfigError(f"{name} must be > 0; got {getattr(self, name)!r}")
-        for name in ["recon_momentum", "adv_momentum"]:
+        for name in given(["input_noise_std", "head_penalty"]):
+            if float(getattr(self, name)) < 0:
+                raise ConfigError(f"{name} must be >= 0; got {getattr(self, name)!r}")
+        for name in given(["recon_momentum", "adv_momentum", "classification_momentum"]):
             if not 0 <= float(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be in [0, 1); got {getattr(self, name)!r}")
         if len(self.lr_decay_epochs) != len(self.lr_decay_factors):
             raise ConfigError("lr_decay_epochs and lr_decay_factors must have the same length")
-        if not self.parzen_sigmas or min(self.parzen_sigmas) <= 0:
+        if self.parzen_sigmas is not None and (not self.parzen_sigmas or min(self.parzen_sigmas) <= 0):
             raise ConfigError("parzen_sigmas must be a non-empty list of positive widths")
+
+    def _fill_variant_defaults(self) -> None:
+        # Frozen: defaults that depend on the variant are set once, here, so rows record them.
+        def fill(defaults: dict, applies: bool) -> None:
+            for name, value in defaults.items():
+                current = getattr(self, name)
+                if applies and current is None:
+                    object.__setattr__(self, name, value)
+                elif not applies and current is not None:
+                    raise ConfigError(f"{name} does not apply to variant {self.variant} "
+                                      f"with prior {self.prior}")
+
+        fill(MIXTURE_DEFAULTS, self.prior == "mixture")
+        fill(CATEGORICAL_DEFAULTS, self.variant in CATEGORICAL_VARIANTS)
+        fill(DIM_REDUCTION_DEFAULTS, self.variant == "dim-reduction")
+        if self.variant not in PARZEN_VARIANTS:
+            for name in ("parzen_samples", "parzen_validation", "parzen_test", "parzen_sigmas"):
+                object.__setattr__(self, name, None)
+
+    def _check_variant(self) -> None:
+        v = self.variant
+        if self.prior in ("mixture", "swiss-roll") and self.z_dim != 2:
+            raise ConfigError(f"prior {self.prior} is 2-D: z_dim must be 2; got {self.z_dim}")
+        needs_labels = v in ("semi-supervised", "label-regularized")
+        if needs_labels and self.labels is None:
+            raise ConfigError(f"variant {v} needs labels (a count, e.g. 100; 0 = all)")
+        if v == "clustering" and self.clusters is None:
+            raise ConfigError("variant clustering needs clusters (e.g. 16)")
+        if v == "dim-reduction" and (self.labels is None) == (self.clusters is None):
+            raise ConfigError("variant dim-reduction needs exactly one of labels or clusters")
+        if v not in ("semi-supervised", "label-regularized", "dim-reduction") and self.labels is not None:
+            raise ConfigError(f"labels does not apply to variant {v}")
+        if v not in ("clustering", "dim-reduction") and self.clusters is not None:
+            raise ConfigError(f"clusters does not apply to variant {v}")
+        if self.labels is not None and self.labels < 0:
+            raise ConfigError(f"labels must be >= 0 (0 = all); got {self.labels}")
+        if self.clusters is not None and self.clusters < 2:
+            raise ConfigError(f"clusters must be >= 2; got {self.clusters}")
 
     @property
     def hidden(self) -> list[int]:
@@ -149,6 +240,9 @@ def _canonical(value):
 
 
 def config_hash(values: dict) -> str:
+    """Hash of the config. Fields set to None ("does not apply") are left out, so that a field
+    added later with a None default leaves the ids of existing trials, and their rows, valid."""
+    values = {k: v for k, v in values.items() if v is not None}
     canonical = json.dumps(_canonical(values), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -23,6 +23,8 @@ import pandas as pd
 from bench.tables import pick_profile, select
 
 MAX_PANELS = 6
+# The training phases in the paper's order (Section 2): reconstruction, then regularization.
+LOSS_ORDER = ("loss_reconstruction", "loss_discriminator", "loss_generator")
 WRITTEN, NOT_RUN_YET, NO_RENDERER = "written", "not run yet", "no renderer yet"
 
 
@@ -129,6 +131,8 @@ def plot_latents(trials: list[TrialArtifact], out: Path, title: str) -> str:
         scatter = ax.scatter(xy[:, 0], xy[:, 1], c=y, cmap="tab10", s=2, alpha=0.6,
                              rasterized=True)
         ax.set_title(f"seed {trial.seed}")
+        ax.set_xlabel("z[0]" if how.startswith("the two") else "PC 1")
+        ax.set_ylabel("z[1]" if how.startswith("the two") else "PC 2")
     for ax in list(axes.flat)[len(shown):]:
         ax.axis("off")
     fig.colorbar(scatter, ax=list(axes.flat), label="label")
@@ -142,8 +146,11 @@ def plot_latents(trials: list[TrialArtifact], out: Path, title: str) -> str:
 def plot_curves(trials: list[TrialArtifact], out: Path, title: str) -> str:
     """One panel per loss column, one line per seed, against epoch."""
     plt = _figure()
+    from matplotlib.ticker import MaxNLocator
+
     curves = [(t, pd.read_csv(t.path)) for t in trials]
-    losses = sorted({c for _, df in curves for c in df.columns if c.startswith("loss_")})
+    found = {c for _, df in curves for c in df.columns if c.startswith("loss_")}
+    losses = [c for c in LOSS_ORDER if c in found] + sorted(found - set(LOSS_ORDER))
     fig, axes = plt.subplots(1, max(1, len(losses)), figsize=(4.5 * max(1, len(losses)), 3.6),
                              squeeze=False)
     for ax, loss in zip(axes.flat, losses, strict=False):
@@ -151,6 +158,7 @@ def plot_curves(trials: list[TrialArtifact], out: Path, title: str) -> str:
             if loss in df.columns and "epoch" in df.columns:
                 ax.plot(df["epoch"], df[loss], marker="o", markersize=3, label=f"seed {trial.seed}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(loss.removeprefix("loss_"))
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(title)

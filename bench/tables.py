@@ -37,10 +37,11 @@ NOT_RUN = "not run"
 NO_CELL = "—"
 
 VERDICT_RULE = (
-    "Verdict rule: a cell is *inconclusive* when it has fewer than 3 seeds (trials with status "
-    "done), when its profile is not `paper`, when the paper gives no number for it, or when it "
-    "pools trials of more than one configuration; otherwise it is *reproduced* if "
-    "|our mean − paper value| ≤ 2·sqrt(paper_pm² + (our_std/√n)²), else *not reproduced*. "
+    "Verdict rule: a cell is 'inconclusive' when it has fewer than 3 seeds (trials with status "
+    "done), when its profile is not 'paper', when the paper gives no number for it, or when it "
+    "pools trials of more than one configuration; otherwise it is 'reproduced' if "
+    "gap = |our mean − paper value| ≤ bound = 2·sqrt(paper_pm² + (our_std/√n)²), else "
+    "'not reproduced'. "
     "paper_pm is the paper's ± (0 where the paper gives none); our_std is the sample standard "
     "deviation (ddof=1) of the per-seed values over the n seeds."
 )
@@ -174,7 +175,7 @@ TABLES: dict[str, TableSpec] = {
                 "cluster takes the label of the validation example with the largest q(y_i|x); "
                 "each test point takes the label of its argmax cluster.")),
         protocol_fields=_LABEL_FIELDS,
-        note_keywords=("table 3", "table3", "cluster"),
+        note_keywords=("table 3", "table3", "clusters", "clustering"),
     ),
     "dim_reduction": TableSpec(
         key="dim_reduction",
@@ -190,7 +191,8 @@ TABLES: dict[str, TableSpec] = {
                ("Cluster labelling", "as Table 3 (bench.metrics.dim_reduction_error is "
                 "clustering_error); with labels, classification_error.")),
         protocol_fields=_LABEL_FIELDS,
-        note_keywords=("dimensionality", "dim_reduction", "section 7"),
+        note_keywords=("dimensionality", "dim_reduction", "dim-reduction", "dimreduction",
+                       "section 7", "head_"),
     ),
 }
 
@@ -221,8 +223,8 @@ def judge(mean: float, std: float, n: int, profile: str | None, paper_value: flo
     bound = 2.0 * math.sqrt((paper_pm or 0.0) ** 2 + spread**2)
     gap = abs(mean - paper_value)
     if gap <= bound:
-        return REPRODUCED, f"|Δ|={gap:.3g} ≤ {bound:.3g}"
-    return NOT_REPRODUCED, f"|Δ|={gap:.3g} > {bound:.3g}"
+        return REPRODUCED, f"gap {gap:.3g} ≤ bound {bound:.3g}"
+    return NOT_REPRODUCED, f"gap {gap:.3g} > bound {bound:.3g}"
 
 
 def verdict(mean: float, std: float, n: int, profile: str | None, paper_value: float | None,
@@ -366,10 +368,6 @@ class TableView:
     marks: list[str]
 
 
-def _num(x: float) -> str:
-    return f"{x:g}"
-
-
 def _fmt(x: float, decimals: int) -> str:
     return "nan" if not math.isfinite(x) else f"{x:.{decimals}f}"
 
@@ -383,8 +381,7 @@ def paper_cell(number: paper.PaperNumber | None) -> Cell:
         return Cell([NO_CELL], kind="empty")
     if number.value is None:
         return Cell(["unknown to us" + number.mark], kind="paper")
-    text = _num(number.value) + ("" if number.pm is None else f" ± {_num(number.pm)}")
-    return Cell([text + number.mark], kind="paper")
+    return Cell([number.printed + number.mark], kind="paper")
 
 
 def our_cell(spec: TableSpec, column: Column, result: CellResult | None) -> Cell:
@@ -412,11 +409,11 @@ def build_view(spec: TableSpec, frame: pd.DataFrame) -> TableView:
     """The table as display strings: the paper's methods, then ours, column by column."""
     results = {c.key: (summarize(frame, c.ours) if c.ours else None) for c in spec.columns}
     rows: list[tuple[str, list[Cell]]] = []
-    for method in paper.paper_rows(spec.key):
+    # Other methods in the paper's order, then the paper's row of our method right above ours.
+    methods = [m for m in paper.paper_rows(spec.key) if m != spec.method] + [spec.method]
+    for method in methods:
         cells = [paper_cell(paper.paper_number(spec.key, method, c.key)) for c in spec.columns]
         rows.append((f"{method} (paper)", cells))
-    if spec.method not in paper.paper_rows(spec.key):
-        rows.append((f"{spec.method} (paper)", [paper_cell(None) for _ in spec.columns]))
     rows.append((f"{spec.method} (ours)",
                  [our_cell(spec, c, results[c.key]) for c in spec.columns]))
     labels = {c.key: c.label for c in spec.columns}
@@ -442,12 +439,10 @@ NOTE_TAGS = ("PAPER-GAP", "DEVIATION")
 _NOTE_RE = re.compile(r"\b(" + "|".join(NOTE_TAGS) + r")\b(\s*\([^)]*\))?\s*:\s*(.*)")
 _TOP_LEVEL = re.compile(r"^(?:async\s+def|def|class)\s+(\w+)|^([A-Za-z_]\w*)\s*(?::[^=]*)?=")
 NOTE_ROOTS = ("aae_core", "bench")
-# Notes in these files bear on every table: the model, its training and the config fields are
-# shared by all of them. Notes elsewhere bear on the tables whose keywords they (or the name of
-# the function or constant they sit in) mention; a note that mentions no table bears on all.
-NOTES_FOR_EVERY_TABLE = ("aae_core/model.py", "aae_core/training.py", "aae_core/priors.py",
-                         "bench/config.py", "bench/trial.py")
 _MAX_CONTINUATION = 8
+# Which notes bear on which table: a note bears on the tables whose `note_keywords` appear in its
+# text or in the name it sits under (function, class, constant, config field); a note that
+# mentions no table's keywords (the shared model, training, priors) bears on every table.
 
 
 @dataclass(frozen=True)
@@ -463,7 +458,20 @@ class Note:
         return f"{self.path}:{self.line}"
 
 
-def _context(lines: list[str], index: int) -> str:
+_FIELD = re.compile(r"^\s*(?:(?:async\s+def|def|class)\s+(\w+)|([A-Za-z_]\w*)\s*(?::[^=]*)?=)")
+
+
+def _context(lines: list[str], index: int, comment: bool) -> str:
+    """The name a note sits under. A comment: the top-level def/class/constant it is in (or, at
+    column 0, the one it precedes). Docstring text: the nearest def, class or assignment above
+    at no deeper indent (a config field's docstring names the field)."""
+    if not comment:
+        indent = len(lines[index]) - len(lines[index].lstrip())
+        for i in range(index - 1, -1, -1):
+            match = _FIELD.match(lines[i])
+            if match and len(lines[i]) - len(lines[i].lstrip()) <= indent:
+                return match.group(1) or match.group(2)
+        return ""
     top_level_comment = lines[index].startswith("#")
     order = range(index + 1, len(lines)) if top_level_comment else range(index, -1, -1)
     for i in order:
@@ -506,23 +514,25 @@ def scan_notes(base: str | Path = REPO, roots: tuple[str, ...] = NOTE_ROOTS) -> 
                 if not match:
                     continue
                 comment = "#" in line[: match.start()]
-                text = " ".join([match.group(3).replace('"""', "").strip(),
+                # In a docstring the sentence before the tag says what the note is about.
+                lead = "" if comment else line[: match.start()].replace('"""', "").strip()
+                body = " ".join([match.group(3).replace('"""', "").strip(),
                                  *_continuation(lines, i, comment)]).strip()
                 tag = match.group(1) + (match.group(2) or "")
-                notes.append(Note(tag, path.relative_to(base).as_posix(), i + 1, text,
-                                  _context(lines, i)))
+                notes.append(Note(tag, path.relative_to(base).as_posix(), i + 1,
+                                  f"({lead}) {body}" if lead else body,
+                                  _context(lines, i, comment)))
     return notes
 
 
 def notes_for(spec: TableSpec, notes: list[Note]) -> list[Note]:
-    """The notes that bear on one table (see NOTES_FOR_EVERY_TABLE)."""
+    """The notes that bear on one table (the rule is above NOTE_ROOTS)."""
     def mentions(note: Note, keywords) -> bool:
         haystack = f"{note.text} {note.context}".lower()
         return any(k in haystack for k in keywords)
 
     every = {k for t in TABLES.values() for k in t.note_keywords}
-    return [n for n in notes if n.path in NOTES_FOR_EVERY_TABLE or mentions(n, spec.note_keywords)
-            or not mentions(n, every)]
+    return [n for n in notes if mentions(n, spec.note_keywords) or not mentions(n, every)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -582,7 +592,8 @@ def protocol_card(view: TableView, notes: list[Note]) -> list[tuple[str, str]]:
     items.append(("Caveats tagged in the code", f"{len(bearing)} note(s) bear on this table"
                   + ("" if bearing else " (none found)")))
     for note in bearing:
-        items.append((f"{note.tag} {note.where()}", note.text))
+        where = note.where() + (f" ({note.context})" if note.context else "")
+        items.append((f"{note.tag} {where}", note.text))
     return items
 
 
@@ -622,7 +633,7 @@ _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
                 "^": r"\textasciicircum{}"}
 _TEX_UNICODE = {"±": r"$\pm$", "†": r"\dag{}", "≤": r"$\le$", "−": "-", "—": "---",
                 "·": r"$\cdot$", "√": r"$\surd$", "²": r"$^2$", "Δ": r"$\Delta$", ">": r"$>$",
-                "<": r"$<$", "|": r"$|$", "σ": r"$\sigma$", "*": ""}
+                "<": r"$<$", "|": r"$|$", "σ": r"$\sigma$", "*": r"$*$"}
 
 
 def tex(text: str) -> str:

@@ -2,6 +2,8 @@
 
 `run_trial` is the only place that holds an Accelerator; the runner maps it over a grid and
 `aae-bench train` calls it directly. It returns rows and writes nothing but its artifacts.
+Split hygiene by construction: labelled examples come from the training split only, model
+selection reads the validation split only, and the test split is read once, at the end.
 """
 
 from __future__ import annotations
@@ -22,11 +24,30 @@ import torch
 
 from aae_core import datasets, model, priors, training
 from bench import metrics, provenance
-from bench.config import TrialConfig
+from bench.config import CATEGORICAL_VARIANTS, PARZEN_VARIANTS, TrialConfig
 
 log = logging.getLogger("aae_bench.trial")
 
-PRIMARY_METRICS = {"unsupervised": ["parzen_ll"]}
+
+def evaluation_kind(config: TrialConfig) -> str:
+    """Which of the paper's evaluations a config gets."""
+    if config.variant in PARZEN_VARIANTS:
+        return "parzen"  # Table 1
+    if config.variant in CATEGORICAL_VARIANTS and config.labels is not None:
+        return "classification"  # Table 2, Section 7 with labels
+    if config.variant in CATEGORICAL_VARIANTS:
+        return "clustering"  # Table 3, Section 7 without labels
+    return "reconstruction"  # Fig. 4-6: models judged by their figures
+
+
+PRIMARY_METRIC = {"parzen": "parzen_ll", "classification": "classification_error",
+                  "clustering": "clustering_error", "reconstruction": "reconstruction_error"}
+
+
+def primary_metric(config: TrialConfig) -> str:
+    if config.variant == "dim-reduction":
+        return "dim_reduction_error"
+    return PRIMARY_METRIC[evaluation_kind(config)]
 
 
 @dataclass
@@ -36,8 +57,9 @@ class TrialState:
     epoch: int
     curve: list[dict]
     model: dict
-    optimizers: list[dict]
+    optimizers: dict[str, dict]
     generators: dict[str, torch.Tensor]
+    best: dict | None = None
 
 
 def _now() -> str:
@@ -52,6 +74,74 @@ def save_state(state: TrialState, directory: str | os.PathLike) -> Path:
 
 def load_state(directory: str | os.PathLike) -> TrialState:
     return TrialState(**torch.load(Path(directory) / "state.pt", weights_only=True))
+
+
+@dataclass
+class Parts:
+    """A built model with everything its training needs."""
+
+    net: torch.nn.Module
+    priors: dict
+    opts: dict
+    rates: dict[str, float]
+    settings: training.PhaseSettings
+    data: training.TrainingData
+    subset_hash: str
+    n_classes: int
+
+
+def n_categories(config: TrialConfig, data: datasets.Dataset) -> int:
+    return config.clusters if config.clusters is not None else data.n_classes
+
+
+def build(config: TrialConfig, data: datasets.Dataset) -> Parts:
+    """The network, priors, optimizers and training data of a config (weights from the init stream)."""
+    streams = training.RandomStreams.from_seed(config.seed)
+    torch.manual_seed(streams.init)  # the only use of the global stream: weight init
+    k = n_categories(config, data)
+    net = model.VARIANTS[config.variant](data.image_shape, config.z_dim, config.hidden,
+                                         config.init_std, n_classes=k,
+                                         head_init_std=config.head_init_std or 1.0)
+    if config.prior == "gaussian":
+        z_prior = priors.Gaussian(config.z_dim, config.prior_std)
+    elif config.prior == "mixture":
+        z_prior = priors.GaussianMixture(data.n_classes, config.mixture_radius,
+                                         config.mixture_std_radial, config.mixture_std_tangential)
+    else:
+        z_prior = priors.SwissRoll(data.n_classes)
+    prior_set = {"z": z_prior}
+    if config.variant in CATEGORICAL_VARIANTS:
+        prior_set["y"] = priors.Categorical(k)
+
+    recon = training.SGD(config.recon_lr, config.recon_momentum)
+    adversarial = training.SGD(config.adv_lr, config.adv_momentum)
+    classification = (training.SGD(config.classification_lr, config.classification_momentum)
+                      if evaluation_kind(config) == "classification" else None)
+    opts = training.make_optimizers(config.variant, net, recon, adversarial, classification)
+    settings = training.PhaseSettings(config.recon_reduction, config.input_noise_std or 0.0,
+                                      config.head_threshold or 0.0, config.head_penalty or 0.0)
+    train_data, subset = training_data(config, data)
+    return Parts(net, prior_set, opts, training.base_rates(opts, recon, adversarial, classification),
+                 settings, train_data, subset, k)
+
+
+def training_data(config: TrialConfig, data: datasets.Dataset) -> tuple[training.TrainingData, str]:
+    """What the model may see of the training split: images, and labels where the variant uses them."""
+    n = config.train_examples or len(data.train_x)
+    x, y = torch.from_numpy(data.train_x[:n]), data.train_y[:n]
+    if config.variant == "supervised":
+        return training.TrainingData(x, torch.from_numpy(y)), ""
+    if config.labels is None:
+        return training.TrainingData(x), ""
+    index = (np.arange(n) if config.labels == 0
+             else datasets.labelled_subset(y, config.labels, config.seed, data.n_classes))
+    subset = datasets.subset_hash(index)
+    if config.variant == "label-regularized":
+        visible = np.full(n, -1, dtype=np.int64)  # -1: "unlabelled" (Section 3)
+        visible[index] = y[index]
+        return training.TrainingData(x, torch.from_numpy(visible)), subset
+    labelled = torch.from_numpy(index)
+    return training.TrainingData(x, None, x[labelled], torch.from_numpy(y[index])), subset
 
 
 def run_trial(
@@ -80,34 +170,25 @@ def run_trial(
     if data is None:
         data = datasets.load(config.dataset, data_dir)
     accelerator = Accelerator(cpu=cpu, mixed_precision=config.precision)
-
     streams = training.RandomStreams.from_seed(config.seed)
-    torch.manual_seed(streams.init)  # the only use of the global stream: weight init
-    aae = model.VARIANTS[config.variant](data.image_shape, config.z_dim, config.hidden,
-                                         config.init_std)
-    prior = priors.make_prior(config.prior, dim=config.z_dim, std=config.prior_std)
-    recon = training.SGD(config.recon_lr, config.recon_momentum)
-    adversarial = training.SGD(config.adv_lr, config.adv_momentum)
-    opts = training.make_optimizers(aae.encoder, aae.decoder, aae.discriminator, recon, adversarial)
-    schedule = training.StepSchedule(config.lr_decay_epochs, config.lr_decay_factors)
-    gens = {"data": training.generator(streams.data), "prior": training.generator(streams.prior)}
+    parts = build(config, data)
+    net, opts = parts.net, parts.opts
+    gens = {"data": training.generator(streams.data), "prior": training.generator(streams.prior),
+            "noise": training.generator(streams.evaluation + 1)}
     curve: list[dict] = []
-    first_epoch = 0
+    first_epoch, best = 0, None
     if resume is not None:
-        aae.load_state_dict(resume.model)
-        for opt, opt_state in zip(opts.all(), resume.optimizers, strict=True):
-            opt.load_state_dict(opt_state)
+        net.load_state_dict(resume.model)
+        for name, opt_state in resume.optimizers.items():
+            opts[name].load_state_dict(opt_state)
         for name, gen_state in resume.generators.items():
             gens[name].set_state(gen_state)
-        curve, first_epoch = list(resume.curve), resume.epoch
-    # Each sub-network and optimizer prepared on its own (a prepared parent would bypass DDP).
-    aae.encoder, aae.decoder, aae.discriminator, opts.reconstruction, opts.discriminator, \
-        opts.generator = accelerator.prepare(aae.encoder, aae.decoder, aae.discriminator,
-                                             *opts.all())
-
-    train_x = torch.from_numpy(data.train_x)
-    if config.train_examples:
-        train_x = train_x[: config.train_examples]
+        curve, first_epoch, best = list(resume.curve), resume.epoch, resume.best
+    training.prepare(accelerator, net, opts)
+    ctx = training.StepContext(accelerator, net, opts, parts.priors, parts.settings,
+                               gens["prior"], gens["noise"])
+    schedule = training.StepSchedule(config.lr_decay_epochs, config.lr_decay_factors)
+    kind = evaluation_kind(config)
 
     context = {
         "trial_id": config.trial_id, "grid": config.grid, "profile": config.profile,
@@ -115,8 +196,9 @@ def run_trial(
         "device": str(accelerator.device), "node": socket.gethostname(),
         "precision_used": str(accelerator.mixed_precision),
         "evaluator_version": metrics.METRICS_VERSION, "data_source": data.source,
-        "data_split": data.split, "subset_hash": "", "started_at": started, "command": command,
-        **config.as_dict(), **provenance.code_version(), **provenance.environment(),
+        "data_split": data.split, "subset_hash": parts.subset_hash, "started_at": started,
+        "command": command, **config.as_dict(), **provenance.code_version(),
+        **provenance.environment(),
     }
 
     def rows(status: str, values: dict[str, tuple[float, float, int]], error: str = "") -> list[dict]:
@@ -127,45 +209,84 @@ def run_trial(
 
     try:
         for epoch in range(first_epoch, config.epochs):
-            training.set_learning_rates(opts, recon, adversarial, schedule.factor(epoch))
+            training.set_learning_rates(opts, parts.rates, schedule.factor(epoch))
             t_epoch = time.perf_counter()
-            losses = training.train_epoch(
-                accelerator, aae, prior, opts, train_x, batch_size=config.batch_size,
-                reduction=config.recon_reduction, data_generator=gens["data"],
-                prior_generator=gens["prior"], epoch=epoch)
+            losses = training.train_epoch(ctx, config.variant, parts.data,
+                                          batch_size=config.batch_size,
+                                          data_generator=gens["data"], epoch=epoch)
             losses = {"epoch": epoch + 1, **losses, "seconds": round(time.perf_counter() - t_epoch, 3)}
+            if kind == "classification":
+                # Model selection on the validation split only (never on test).
+                error = validation_error(accelerator, net, data)
+                losses["validation_error"] = error
+                if best is None or error < best["validation_error"]:
+                    best = {"validation_error": error, "epoch": epoch + 1,
+                            "model": _state(accelerator, net)}
             curve.append(losses)
-            log.info("trial %s epoch %d/%d recon %.4f disc %.4f gen %.4f (%.1fs)", config.trial_id,
-                     epoch + 1, config.epochs, losses["loss_reconstruction"],
-                     losses["loss_discriminator"], losses["loss_generator"], losses["seconds"])
+            log.info("trial %s epoch %d/%d %s", config.trial_id, epoch + 1, config.epochs,
+                     " ".join(f"{k} {v:.4g}" for k, v in losses.items() if k != "epoch"))
             if on_epoch is not None:
-                on_epoch(TrialState(epoch + 1, list(curve), _unwrapped_state(accelerator, aae),
-                                    [copy.deepcopy(o.state_dict()) for o in opts.all()],
-                                    {k: g.get_state() for k, g in gens.items()}), losses)
+                on_epoch(TrialState(epoch + 1, list(curve), _state(accelerator, net),
+                                    {k: copy.deepcopy(o.state_dict()) for k, o in opts.items()},
+                                    {k: g.get_state() for k, g in gens.items()}, best), losses)
     except training.DivergedError as exc:
-        nan = (math.nan, math.nan, 0)
-        return rows("diverged", {m: nan for m in PRIMARY_METRICS[config.variant]}, str(exc))
+        return rows("diverged", {primary_metric(config): (math.nan, math.nan, 0)}, str(exc))
 
-    values = evaluate_parzen(config, accelerator, aae, prior, data, streams)
+    net.eval()
+    if kind == "classification" and best is not None:
+        _load(accelerator, net, best["model"])
+    values = EVALUATIONS[kind](config, accelerator, net, parts, data, streams)
+    if kind == "classification" and best is not None:
+        values["classification_error_validation"] = (best["validation_error"], math.nan, len(data.valid_x))
+        values["selected_epoch"] = (float(best["epoch"]), math.nan, 0)
+    if config.variant == "dim-reduction":
+        values["dim_reduction_error"] = values[PRIMARY_METRIC[kind]]
     last = curve[-1] if curve else {}
-    for name in ("loss_reconstruction", "loss_discriminator", "loss_generator"):
-        values[name] = (last.get(name, math.nan), math.nan, len(train_x))
+    for name in sorted(k for k in last if k.startswith("loss_")):
+        values[name] = (last[name], math.nan, len(parts.data.x))
     if artifacts_dir is not None:
-        save_artifacts(Path(artifacts_dir) / config.trial_id, accelerator, aae, data, curve)
+        save_artifacts(Path(artifacts_dir) / config.trial_id, accelerator, net, data, curve)
     return rows("done", values)
 
 
-def _unwrapped_state(accelerator, aae: torch.nn.Module) -> dict:
-    parts = {name: accelerator.unwrap_model(getattr(aae, name)).state_dict()
-             for name in ("encoder", "decoder", "discriminator")}
-    return {f"{name}.{k}": v.detach().cpu().clone() for name, sd in parts.items() for k, v in sd.items()}
+def _state(accelerator, net: torch.nn.Module) -> dict:
+    state = {}
+    for name, child in net.named_children():
+        for key, value in accelerator.unwrap_model(child).state_dict().items():
+            state[f"{name}.{key}"] = value.detach().cpu().clone()
+    for name, param in net.named_parameters(recurse=False):
+        state[name] = param.detach().cpu().clone()
+    return state
 
 
-def evaluate_parzen(config: TrialConfig, accelerator, aae, prior, data: datasets.Dataset,
-                    streams: training.RandomStreams) -> dict[str, tuple[float, float, int]]:
+def _load(accelerator, net: torch.nn.Module, state: dict) -> None:
+    for name, child in net.named_children():
+        prefix = f"{name}."
+        accelerator.unwrap_model(child).load_state_dict(
+            {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    with torch.no_grad():
+        for name, param in net.named_parameters(recurse=False):
+            param.copy_(state[name])
+
+
+# -- evaluations (each returns {metric: (value, stderr, n)}) ---------------------------
+
+
+def class_probabilities(accelerator, net, x: np.ndarray) -> np.ndarray:
+    was_training = net.training
+    net.eval()
+    probs = training.apply(lambda b: net.code(b)[0], torch.from_numpy(x), accelerator.device)
+    net.train(was_training)
+    return probs
+
+
+def validation_error(accelerator, net, data: datasets.Dataset) -> float:
+    return metrics.classification_error(class_probabilities(accelerator, net, data.valid_x), data.valid_y)
+
+
+def evaluate_parzen(config, accelerator, net, parts: Parts, data, streams) -> dict:
     """Table 1's protocol: sigma chosen on validation images, the test split scored once."""
-    aae.eval()
-    samples = training.generate(aae.decoder, prior, config.parzen_samples,
+    samples = training.generate(net.decoder, parts.priors["z"], config.parzen_samples,
                                 training.generator(streams.evaluation), accelerator.device)
     validation = data.valid_x[: config.parzen_validation].reshape(config.parzen_validation, -1)
     sigma = metrics.select_parzen_sigma(samples, validation, config.parzen_sigmas)
@@ -173,7 +294,6 @@ def evaluate_parzen(config: TrialConfig, accelerator, aae, prior, data: datasets
     n_test = config.parzen_test or len(data.test_x)
     test_ll = metrics.parzen_log_likelihood(samples, data.test_x[:n_test].reshape(n_test, -1), sigma)
     mean, stderr = metrics.parzen_summary(test_ll)
-    aae.train()
     return {
         "parzen_ll": (mean, stderr, n_test),
         "parzen_sigma": (float(sigma), math.nan, len(validation)),
@@ -181,14 +301,63 @@ def evaluate_parzen(config: TrialConfig, accelerator, aae, prior, data: datasets
     }
 
 
-def save_artifacts(directory: Path, accelerator, aae, data: datasets.Dataset, curve: list[dict]) -> None:
+def evaluate_classification(config, accelerator, net, parts, data, streams) -> dict:
+    """Table 2: error of argmax q(y|x) on the test split (the model chosen on validation)."""
+    probs = class_probabilities(accelerator, net, data.test_x)
+    return {"classification_error": (metrics.classification_error(probs, data.test_y), math.nan,
+                                     len(data.test_y))}
+
+
+def evaluate_clustering(config, accelerator, net, parts, data, streams) -> dict:
+    """Table 3: each cluster takes the label of its most confident validation example (the
+    paper's rule); also the rules other papers use, under their own names."""
+    n_train = config.train_examples or len(data.train_x)
+    p_valid = class_probabilities(accelerator, net, data.valid_x)
+    p_test = class_probabilities(accelerator, net, data.test_x)
+    p_train = class_probabilities(accelerator, net, data.train_x[:n_train])
+    n = len(data.test_y)
+    values = {
+        "clustering_error": (metrics.clustering_error(p_valid, data.valid_y, p_test, data.test_y), math.nan, n),
+        "clustering_error_majority": (metrics.clustering_error_majority(
+            p_train, data.train_y[:n_train], p_test, data.test_y), math.nan, n),
+    }
+    if parts.n_classes == data.n_classes:
+        values["clustering_error_hungarian"] = (metrics.clustering_error_hungarian(p_test, data.test_y), math.nan, n)
+    return values
+
+
+def evaluate_reconstruction(config, accelerator, net, parts, data, streams) -> dict:
+    """Squared reconstruction error per test image (summed over pixels)."""
+    x = torch.from_numpy(data.test_x)
+    y = torch.from_numpy(data.test_y)
+    errors = []
+    with torch.no_grad():
+        for i in range(0, len(x), 1000):
+            xb = x[i:i + 1000].to(accelerator.device)
+            labels = y[i:i + 1000].to(accelerator.device) if config.variant == "supervised" else None
+            errors.append((net.reconstruct(xb, labels).float() - xb).pow(2).flatten(1).sum(1).cpu())
+    err = torch.cat(errors).double().numpy()
+    return {"reconstruction_error": (float(err.mean()), float(err.std(ddof=1) / math.sqrt(len(err))), len(err))}
+
+
+EVALUATIONS = {"parzen": evaluate_parzen, "classification": evaluate_classification,
+               "clustering": evaluate_clustering, "reconstruction": evaluate_reconstruction}
+
+
+def save_artifacts(directory: Path, accelerator, net, data: datasets.Dataset, curve: list[dict]) -> None:
     """Weights (loadable with weights_only=True), hold-out latents and the training curve."""
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.save(_unwrapped_state(accelerator, aae), directory / "model.pt")
-    encoder = accelerator.unwrap_model(aae.encoder)
-    z = training.encode(encoder, torch.from_numpy(data.test_x), accelerator.device)
-    np.savez_compressed(directory / "latents.npz", z=z.astype(np.float32), y=data.test_y,
-                        split=np.array("test"))
     import pandas as pd
 
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(_state(accelerator, net), directory / "model.pt")
+    x = torch.from_numpy(data.test_x)
+    with torch.no_grad():
+        if isinstance(net, model.SemiSupervisedAAE):
+            y_probs, z = training.apply(net.code, x, accelerator.device)
+            rep = training.apply(lambda b: net.representation(*net.code(b)), x, accelerator.device)
+            arrays = {"z": z, "y_probs": y_probs, "representation": rep}
+        else:
+            arrays = {"z": training.apply(net.code, x, accelerator.device)}
+    np.savez_compressed(directory / "latents.npz", y=data.test_y, split=np.array("test"),
+                        **{k: v.astype(np.float32) for k, v in arrays.items()})
     pd.DataFrame(curve).to_csv(directory / "curve.csv", index=False)

@@ -28,7 +28,9 @@ def write_svhn(path: Path, n: int, *, first_label: int = 1) -> tuple[np.ndarray,
 
     Returns what the loader must produce: pixels uint8 (n, 3, 32, 32) and labels 0..9.
     """
-    i, c, h, w = np.meshgrid(np.arange(n), np.arange(3), np.arange(32), np.arange(32), indexing="ij")
+    i, c, h, w = np.meshgrid(
+        np.arange(n), np.arange(3), np.arange(32), np.arange(32), indexing="ij"
+    )
     expected_x = pattern(i, c, h, w)  # (n, 3, 32, 32)
     y = ((np.arange(n) + first_label - 1) % 10 + 1).astype(np.uint8)  # 1..10
     scipy.io.savemat(path, {"X": expected_x.transpose(2, 3, 1, 0), "y": y[:, None]})

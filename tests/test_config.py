@@ -19,6 +19,8 @@ def test_trial_id_is_stable_and_depends_on_every_field():
         if isinstance(value, bool) or f.name in ("grid", "profile", "variant", "prior", "dataset",
                                                   "precision", "recon_reduction"):
             continue
+        if value is None:
+            continue  # does not apply to this variant (tested below)
         if f.name.startswith("lr_decay"):
             continue  # the pair must keep equal lengths; covered below
         if isinstance(value, tuple):
@@ -33,9 +35,19 @@ def test_trial_id_is_stable_and_depends_on_every_field():
 
 
 def test_trial_id_pinned():
-    # A regression pin: trial ids name rows already committed; a change here orphans them.
-    assert make().trial_id == make().trial_id
+    # A regression pin: trial ids name rows already committed in results/; a change here
+    # orphans them (the next run would redo those trials).
+    assert [c.trial_id for c in grid_configs("table1", "quick", 3)] == [
+        "0eeeb8b53fc0abf0", "9bf7326e7547d4ab", "356bcd80ef9786b1"]
     assert config_from_dict(make(seed=2).as_dict()).trial_id == make(seed=2).trial_id
+
+
+def test_fields_set_to_none_do_not_change_the_id():
+    from bench.config import config_hash
+
+    values = make().as_dict()
+    assert config_hash({**values, "added_later": None}) == config_hash(values)
+    assert config_hash({**values, "added_later": 3}) != config_hash(values)
 
 
 def test_parzen_sigmas_are_the_protocol_grid():
@@ -99,3 +111,31 @@ def test_table1_is_the_paper_cell():
     assert config.batch_size == 100 and config.init_std == 0.01
     assert config.parzen_samples == 10_000 and config.parzen_validation == 1_000
     assert config.train_examples == 0 and config.parzen_test == 0
+
+
+@pytest.mark.parametrize("overrides,words", [
+    (dict(variant="semi-supervised"), "needs labels"),
+    (dict(variant="clustering"), "needs clusters"),
+    (dict(variant="dim-reduction"), "exactly one of labels or clusters"),
+    (dict(variant="dim-reduction", labels=100, clusters=20), "exactly one of labels or clusters"),
+    (dict(variant="unsupervised", prior="mixture"), "z_dim must be 2"),
+    (dict(variant="semi-supervised", prior="mixture", labels=100), "prior for variant semi-supervised"),
+    (dict(variant="vae", prior="swiss-roll", z_dim=2), "prior for variant vae"),
+    (dict(variant="unsupervised", labels=100), "labels does not apply"),
+    (dict(variant="unsupervised", head_penalty=1.0), "head_penalty does not apply"),
+    (dict(variant="clustering", clusters=1), "clusters must be >= 2"),
+])
+def test_impossible_combinations_are_refused(overrides, words):
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+        make(**overrides)
+
+
+def test_variant_defaults_are_filled_and_recorded():
+    semi = make(variant="semi-supervised", labels=100, z_dim=10)
+    assert semi.input_noise_std == 0.3 and semi.classification_lr is not None
+    assert semi.parzen_samples is None and semi.head_threshold is None
+    mix = make(prior="mixture", z_dim=2)
+    assert (mix.mixture_radius, mix.mixture_std_radial, mix.mixture_std_tangential) == (1.4, 0.5, 0.05)
+    assert make(variant="dim-reduction", clusters=20, z_dim=2).head_threshold is not None
+    # rebuilt from its row, a filled-in config has the same id
+    assert config_from_dict(semi.as_dict()).trial_id == semi.trial_id

@@ -62,7 +62,11 @@ def test_mnist_shapes_splits_and_range(mnist, mnist_dir):
     assert mnist.valid_x.shape == (10000, 1, 28, 28)
     assert mnist.test_x.shape == (10000, 1, 28, 28)
     assert mnist.image_shape == (1, 28, 28) and mnist.input_dim == 784 and mnist.n_classes == 10
-    for x, y in ((mnist.train_x, mnist.train_y), (mnist.valid_x, mnist.valid_y), (mnist.test_x, mnist.test_y)):
+    for x, y in (
+        (mnist.train_x, mnist.train_y),
+        (mnist.valid_x, mnist.valid_y),
+        (mnist.test_x, mnist.test_y),
+    ):
         assert x.dtype == np.float32 and y.dtype == np.int64 and len(x) == len(y)
         assert x.min() == 0.0 and x.max() == 1.0
     assert np.bincount(mnist.test_y).tolist() == MNIST_TEST_COUNTS
@@ -76,7 +80,9 @@ def test_mnist_pixels_are_raw_bytes_over_255(mnist, mnist_dir):
     raw = gzip.decompress((mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes())
     last = np.frombuffer(raw, np.uint8, offset=16).reshape(10000, 28, 28)[-1]
     np.testing.assert_array_equal(mnist.test_x[-1, 0], last.astype(np.float32) / np.float32(255))
-    labels = np.frombuffer(gzip.decompress((mnist_dir / "train-labels-idx1-ubyte.gz").read_bytes()), np.uint8, offset=8)
+    labels = np.frombuffer(
+        gzip.decompress((mnist_dir / "train-labels-idx1-ubyte.gz").read_bytes()), np.uint8, offset=8
+    )
     np.testing.assert_array_equal(mnist.valid_y, labels[50000:])
 
 
@@ -92,7 +98,10 @@ def test_mnist_from_decompressed_files(mnist, mnist_dir, tmp_path):
 def test_plain_file_preferred_over_gz(tmp_path):
     _placeholders(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").touch()
-    assert datasets.locate("mnist", tmp_path).files["t10k-labels-idx1-ubyte"] == tmp_path / "t10k-labels-idx1-ubyte"
+    assert (
+        datasets.locate("mnist", tmp_path).files["t10k-labels-idx1-ubyte"]
+        == tmp_path / "t10k-labels-idx1-ubyte"
+    )
 
 
 def test_mnist_truncated_plain_file(mnist_dir, tmp_path):
@@ -116,20 +125,26 @@ def test_mnist_corrupted_byte_fails_checksum(mnist_dir, tmp_path):
     payload = bytearray(gzip.decompress((mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()))
     payload[-1] = (payload[-1] + 1) % 10  # still a valid label: only the checksum can notice
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(bytes(payload))
-    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: checksum check failed \(md5 .*expected 27ae3e4e"):
+    with pytest.raises(
+        DataError, match=r"t10k-labels-idx1-ubyte: checksum check failed \(md5 .*expected 27ae3e4e"
+    ):
         datasets.load("mnist", tmp_path, download=False)
 
 
 def test_mnist_missing_file_is_named(mnist_dir, tmp_path):
     _link_mnist(mnist_dir, tmp_path, skip="t10k-images-idx3-ubyte")
-    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\[\.gz\] missing in .*--data-dir") as err:
+    with pytest.raises(
+        DataError, match=r"t10k-images-idx3-ubyte\[\.gz\] missing in .*--data-dir"
+    ) as err:
         datasets.load("mnist", tmp_path)
     assert "train-images" not in str(err.value)
 
 
 def test_wrong_dataset_in_directory_is_identified(mnist_dir, tmp_path):
     _link_mnist(mnist_dir, tmp_path)
-    with pytest.raises(DataError, match=r"checksum check failed .*for fashion-mnist .*\(it is mnist/t10k-labels"):
+    with pytest.raises(
+        DataError, match=r"checksum check failed .*for fashion-mnist .*\(it is mnist/t10k-labels"
+    ):
         datasets.load("fashion-mnist", tmp_path)
 
 
@@ -213,7 +228,9 @@ def test_offline_without_files_names_them_and_the_ways(monkeypatch, tmp_path):
 
 
 def test_unknown_name_and_bad_fold():
-    with pytest.raises(DataError, match=r"unknown dataset 'cifar'; choose one of mnist, fashion-mnist, svhn"):
+    with pytest.raises(
+        DataError, match=r"unknown dataset 'cifar'; choose one of mnist, fashion-mnist, svhn"
+    ):
         datasets.load("cifar")
     with pytest.raises(DataError, match=r"mnist: fold 1 does not exist"):
         datasets.load("mnist", fold=1)
@@ -236,7 +253,12 @@ def test_fashion_mnist_from_system_location(fashion_available, monkeypatch):
     monkeypatch.delenv("AAE_BENCH_DATA", raising=False)
     fashion = datasets.load("fashion-mnist", download=False)
     assert fashion.source == str(FASHION_SYSTEM)
-    assert fashion.train_x.shape == (50000, 1, 28, 28) and fashion.test_x.shape == (10000, 1, 28, 28)
+    assert fashion.train_x.shape == (50000, 1, 28, 28) and fashion.test_x.shape == (
+        10000,
+        1,
+        28,
+        28,
+    )
     assert np.bincount(fashion.test_y).tolist() == [1000] * 10
     assert np.bincount(fashion.train_y, minlength=10).sum() + len(fashion.valid_y) == 60000
     assert 0.0 <= fashion.train_x.min() and fashion.train_x.max() <= 1.0
@@ -303,21 +325,33 @@ def test_svhn_extra_is_appended_to_train(svhn_dir, monkeypatch):
 
 def test_svhn_unpinned_fake_fails_checksum(svhn_dir, monkeypatch):
     directory = svhn_dir[0]
-    monkeypatch.setitem(datasets.CHECKSUMS["svhn"], "train_32x32.mat", "md5:e26dedcc434d2e4c54c9b2d4a06d8373")
-    with pytest.raises(DataError, match=r"train_32x32\.mat: checksum check failed \(md5 of the file .*expected e26dedcc"):
+    monkeypatch.setitem(
+        datasets.CHECKSUMS["svhn"], "train_32x32.mat", "md5:e26dedcc434d2e4c54c9b2d4a06d8373"
+    )
+    with pytest.raises(
+        DataError,
+        match=r"train_32x32\.mat: checksum check failed \(md5 of the file .*expected e26dedcc",
+    ):
         datasets.load("svhn", directory)
 
 
 def test_svhn_bad_contents(svhn_dir, monkeypatch):
     directory = svhn_dir[0]
     path = directory / "test_32x32.mat"
-    scipy.io.savemat(path, {"X": np.zeros((32, 32, 3, 4), np.uint8), "y": np.zeros((4, 1), np.uint8)})
+    scipy.io.savemat(
+        path, {"X": np.zeros((32, 32, 3, 4), np.uint8), "y": np.zeros((4, 1), np.uint8)}
+    )
     pin(monkeypatch, "svhn", path)
-    with pytest.raises(DataError, match=r"test_32x32\.mat: content check failed \('y' holds values outside 1\.\.10\)"):
+    with pytest.raises(
+        DataError,
+        match=r"test_32x32\.mat: content check failed \('y' holds values outside 1\.\.10\)",
+    ):
         datasets.load("svhn", directory)
     scipy.io.savemat(path, {"images": np.zeros((32, 32, 3, 4), np.uint8)})
     pin(monkeypatch, "svhn", path)
-    with pytest.raises(DataError, match=r"test_32x32\.mat: content check failed \(no variable X, y"):
+    with pytest.raises(
+        DataError, match=r"test_32x32\.mat: content check failed \(no variable X, y"
+    ):
         datasets.load("svhn", directory)
     path.write_bytes(b"not a mat file")
     pin(monkeypatch, "svhn", path)
@@ -327,7 +361,9 @@ def test_svhn_bad_contents(svhn_dir, monkeypatch):
 
 def test_svhn_too_small_for_validation(svhn_dir, monkeypatch):
     monkeypatch.setattr(datasets, "SVHN_VALID_SIZE", 60)
-    with pytest.raises(DataError, match=r"train_32x32\.mat: content check failed \(60 images, too few"):
+    with pytest.raises(
+        DataError, match=r"train_32x32\.mat: content check failed \(60 images, too few"
+    ):
         datasets.load("svhn", svhn_dir[0])
 
 
@@ -357,7 +393,10 @@ def test_svhn_download_into_cache_then_reuse(svhn_dir, monkeypatch, tmp_path):
     first = datasets.load("svhn")
     cache = tmp_path / "cache" / "svhn"
     assert first.source == f"download cache: {cache}"
-    assert sorted(calls) == ["http://ufldl.stanford.edu/housenumbers/test_32x32.mat", "http://ufldl.stanford.edu/housenumbers/train_32x32.mat"]
+    assert sorted(calls) == [
+        "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+        "http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
+    ]
     assert [p.name for p in _all_files(cache)] == ["test_32x32.mat", "train_32x32.mat"]
     again = datasets.load("svhn")
     assert len(calls) == 2 and again.source == first.source
@@ -383,7 +422,10 @@ def test_payload_checksum_failure_after_download_leaves_no_file(mnist_dir, monke
     monkeypatch.setitem(datasets.CHECKSUMS["mnist"], "t10k-labels-idx1-ubyte", "md5:" + "0" * 32)
     monkeypatch.delenv("AAE_BENCH_DATA", raising=False)
     monkeypatch.setitem(datasets.SYSTEM_DIRS, "mnist", ())
-    with pytest.raises(DataError, match=r"rejected and not kept: .*t10k-labels-idx1-ubyte\.gz: checksum check failed"):
+    with pytest.raises(
+        DataError,
+        match=r"rejected and not kept: .*t10k-labels-idx1-ubyte\.gz: checksum check failed",
+    ):
         datasets.locate("mnist")
     assert "t10k-labels-idx1-ubyte.gz" not in [p.name for p in _all_files(tmp_path / "cache")]
 
@@ -407,7 +449,10 @@ def test_fetch_into_data_dir(svhn_dir, monkeypatch, tmp_path):
     monkeypatch.setattr(files, "fetch_url", _serve(sources, []))
     target = tmp_path / "mydata"
     found = datasets.fetch("svhn", target)
-    assert found.source == str(target / "svhn") and set(found.downloaded) == {"train_32x32.mat", "test_32x32.mat"}
+    assert found.source == str(target / "svhn") and set(found.downloaded) == {
+        "train_32x32.mat",
+        "test_32x32.mat",
+    }
     assert datasets.locate("svhn", target).source == str(target / "svhn")
     assert datasets.fetch("svhn", target).downloaded == ()
 
@@ -442,7 +487,9 @@ def test_tfd_fold_selection_labels_and_layout(tfd_dir, fold):
 def test_tfd_folds_stored_as_double(tmp_path):
     write_tfd(tmp_path / "TFD_48x48.mat", 16, int_dtype=np.float64)
     tfd = datasets.load("tfd", tmp_path, fold=1)
-    assert tfd.train_y.dtype == np.int64 and len(tfd.train_y) == int((tfd_folds(16)[:, 1] == 1).sum())
+    assert tfd.train_y.dtype == np.int64 and len(tfd.train_y) == int(
+        (tfd_folds(16)[:, 1] == 1).sum()
+    )
 
 
 def test_tfd_96_reads_its_own_file_from_tfd_dir(tmp_path):
@@ -463,7 +510,10 @@ def test_tfd_checksum_is_applied_when_known(tfd_dir, monkeypatch):
 
 def test_tfd_wrong_image_size(tmp_path):
     write_tfd(tmp_path / "TFD_48x48.mat", 4, size=32)
-    with pytest.raises(DataError, match=r"content check failed \('images' is uint8 \(4, 32, 32\), expected uint8 \(N, 48, 48\)"):
+    with pytest.raises(
+        DataError,
+        match=r"content check failed \('images' is uint8 \(4, 32, 32\), expected uint8 \(N, 48, 48\)",
+    ):
         datasets.load("tfd", tmp_path)
 
 
@@ -486,7 +536,9 @@ def test_labelled_subset_balanced_seeded_sorted(mnist):
     assert idx.dtype == np.int64 and len(idx) == 100 and len(np.unique(idx)) == 100
     assert np.all(np.diff(idx) > 0) and idx.min() >= 0 and idx.max() < len(mnist.train_y)
     assert np.bincount(mnist.train_y[idx], minlength=10).tolist() == [10] * 10
-    np.testing.assert_array_equal(idx, datasets.labelled_subset(mnist.train_y, 100, seed=3, n_classes=10))
+    np.testing.assert_array_equal(
+        idx, datasets.labelled_subset(mnist.train_y, 100, seed=3, n_classes=10)
+    )
     other = datasets.labelled_subset(mnist.train_y, 100, seed=4, n_classes=10)
     assert not np.array_equal(idx, other)
     assert datasets.subset_hash(idx) != datasets.subset_hash(other)
@@ -508,7 +560,9 @@ def test_labelled_subset_skips_unknown_labels():
     assert np.all(labels[idx] >= 0) and len(idx) == 4
 
 
-@pytest.mark.parametrize(("n_labels", "message"), [(105, "multiple"), (0, "positive"), (1010, "class 0 has 100")])
+@pytest.mark.parametrize(
+    ("n_labels", "message"), [(105, "multiple"), (0, "positive"), (1010, "class 0 has 100")]
+)
 def test_labelled_subset_rejects_bad_requests(n_labels, message):
     with pytest.raises(ValueError, match=message):
         datasets.labelled_subset(np.arange(1000) % 10, n_labels, 0, 10)
@@ -516,9 +570,14 @@ def test_labelled_subset_rejects_bad_requests(n_labels, message):
 
 def test_subset_hash_is_pinned():
     indices = np.arange(10)
-    assert datasets.subset_hash(indices) == hashlib.sha256(indices.astype("<i8").tobytes()).hexdigest()[:16]
+    assert (
+        datasets.subset_hash(indices)
+        == hashlib.sha256(indices.astype("<i8").tobytes()).hexdigest()[:16]
+    )
     assert datasets.subset_hash(indices) == "23c379d6c0f22ef6"
-    assert datasets.subset_hash(np.arange(10, dtype=np.int32)) == "23c379d6c0f22ef6"  # dtype-independent
+    assert (
+        datasets.subset_hash(np.arange(10, dtype=np.int32)) == "23c379d6c0f22ef6"
+    )  # dtype-independent
     assert datasets.subset_hash(indices[::-1]) != "23c379d6c0f22ef6"
 
 
@@ -527,19 +586,60 @@ def test_subset_hash_is_pinned():
 
 def test_describe_counts_every_label():
     x = np.zeros((4, 1, 2, 2), np.float32)
-    ds = Dataset("toy", x, np.array([0, 0, 2, -1]), x[:1], np.array([1]), x[:2], np.array([2, 2]), "here", "toy split", 3)
+    ds = Dataset(
+        "toy",
+        x,
+        np.array([0, 0, 2, -1]),
+        x[:1],
+        np.array([1]),
+        x[:2],
+        np.array([2, 2]),
+        "here",
+        "toy split",
+        3,
+    )
     info = datasets.describe(ds)
-    assert info["splits"]["train"] == {"n": 4, "shape": [1, 2, 2], "label_counts": {"-1": 1, "0": 2, "1": 0, "2": 1}}
+    assert info["splits"]["train"] == {
+        "n": 4,
+        "shape": [1, 2, 2],
+        "label_counts": {"-1": 1, "0": 2, "1": 0, "2": 1},
+    }
     assert info["splits"]["test"]["label_counts"] == {"0": 0, "1": 0, "2": 2}
-    assert info["source"] == "here" and info["split"] == "toy split" and info["image_shape"] == [1, 2, 2]
+    assert (
+        info["source"] == "here"
+        and info["split"] == "toy split"
+        and info["image_shape"] == [1, 2, 2]
+    )
 
 
 def test_dataset_rejects_wrong_dtypes():
     x = np.zeros((2, 1, 2, 2), np.float32)
     with pytest.raises(ValueError, match="train_y must be int64"):
-        Dataset("toy", x, np.zeros(2, np.int32), x, np.zeros(2, np.int64), x, np.zeros(2, np.int64), "", "", 2)
+        Dataset(
+            "toy",
+            x,
+            np.zeros(2, np.int32),
+            x,
+            np.zeros(2, np.int64),
+            x,
+            np.zeros(2, np.int64),
+            "",
+            "",
+            2,
+        )
     with pytest.raises(ValueError, match="valid_x must be float32"):
-        Dataset("toy", x, np.zeros(2, np.int64), x.astype(np.float64), np.zeros(2, np.int64), x, np.zeros(2, np.int64), "", "", 2)
+        Dataset(
+            "toy",
+            x,
+            np.zeros(2, np.int64),
+            x.astype(np.float64),
+            np.zeros(2, np.int64),
+            x,
+            np.zeros(2, np.int64),
+            "",
+            "",
+            2,
+        )
 
 
 def test_cache_dir_default_and_override(monkeypatch, tmp_path):
@@ -556,3 +656,17 @@ def test_every_dataset_is_fully_described():
         assert set(datasets.FILES[name]) <= set(datasets.CHECKSUMS[family])
         if family in datasets.DOWNLOADS:
             assert set(datasets.FILES[name]) <= set(datasets.DOWNLOADS[family])
+
+
+def test_failed_download_says_how_to_provide_files(monkeypatch):
+    def unreachable(url, known_hash, dest):
+        raise ConnectionError("Failed to resolve host")
+
+    monkeypatch.setattr(files, "fetch_url", unreachable)
+    monkeypatch.delenv("AAE_BENCH_DATA", raising=False)
+    monkeypatch.setitem(datasets.SYSTEM_DIRS, "mnist", ())
+    with pytest.raises(
+        DataError,
+        match=r"^mnist: could not download https://.*ConnectionError.*offline\? .*--data-dir",
+    ):
+        datasets.load("mnist")

@@ -61,7 +61,9 @@ def test_parse_idx_roundtrip(tmp_path):
     out = files.parse_idx(path.read_bytes(), path, files.IDX_IMAGES, (2, 3, 4))
     np.testing.assert_array_equal(out, images)
     labels = write_idx(tmp_path / "lab", np.array([3, 1, 4]))
-    np.testing.assert_array_equal(files.parse_idx(labels.read_bytes(), labels, files.IDX_LABELS, (3,)), [3, 1, 4])
+    np.testing.assert_array_equal(
+        files.parse_idx(labels.read_bytes(), labels, files.IDX_LABELS, (3,)), [3, 1, 4]
+    )
 
 
 @pytest.mark.parametrize(
@@ -71,7 +73,10 @@ def test_parse_idx_roundtrip(tmp_path):
         (lambda d: d + b"\0", r"size check failed .*trailing"),
         (lambda d: d[:10], r"size check failed .*header"),
         (lambda d: b"\0\0\x08\x01" + d[4:], r"header check failed \(IDX magic 2049, expected 2051"),
-        (lambda d: d[:4] + (3).to_bytes(4, "big") + d[8:], r"header check failed \(IDX dimensions \(3, 3, 4\)"),
+        (
+            lambda d: d[:4] + (3).to_bytes(4, "big") + d[8:],
+            r"header check failed \(IDX dimensions \(3, 3, 4\)",
+        ),
     ],
 )
 def test_parse_idx_rejects_damage(tmp_path, mutate, message):
@@ -149,4 +154,8 @@ def test_default_transport_is_pooch(tmp_path, monkeypatch):
     dest = tmp_path / "f.bin"
     files.download("http://x/f.bin", GOOD_HASH, dest)
     assert dest.read_bytes() == GOOD
-    assert seen["url"] == "http://x/f.bin" and seen["known_hash"] == GOOD_HASH and seen["fname"] == "f.bin"
+    assert (
+        seen["url"] == "http://x/f.bin"
+        and seen["known_hash"] == GOOD_HASH
+        and seen["fname"] == "f.bin"
+    )

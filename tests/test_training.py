@@ -18,10 +18,14 @@ def build(seed=0, z_dim=4, hidden=(32, 32)):
     streams = training.RandomStreams.from_seed(seed)
     torch.manual_seed(streams.init)
     aae = model.UnsupervisedAAE((1, 6, 6), z_dim, list(hidden), 0.1)
-    opts = training.make_optimizers(aae.encoder, aae.decoder, aae.discriminator,
-                                    training.SGD(0.01, 0.9), training.SGD(0.1, 0.1))
+    opts = training.make_optimizers("unsupervised", aae, training.SGD(0.01, 0.9), training.SGD(0.1, 0.1))
     gens = training.generator(streams.data), training.generator(streams.prior)
     return aae, opts, gens
+
+
+def context(accelerator, aae, opts, gp, prior=None):
+    return training.StepContext(accelerator, aae, opts, {"z": prior or priors.Gaussian(4, 5.0)},
+                                training.PhaseSettings(), gp, training.generator(0))
 
 
 def data(n=64, seed=123):
@@ -30,10 +34,10 @@ def data(n=64, seed=123):
 
 def run_epochs(accelerator, seed, epochs=2, x=None):
     aae, opts, (gd, gp) = build(seed)
-    prior = priors.Gaussian(4, 5.0)
     x = data() if x is None else x
-    return [training.train_epoch(accelerator, aae, prior, opts, x, batch_size=16, reduction="sum",
-                                 data_generator=gd, prior_generator=gp, epoch=e)
+    ctx = context(accelerator, aae, opts, gp)
+    return [training.train_epoch(ctx, "unsupervised", training.TrainingData(x), batch_size=16,
+                                 data_generator=gd, epoch=e)
             for e in range(epochs)]
 
 
@@ -53,7 +57,7 @@ def test_init_follows_init_std():
     net = model.mlp([500, 400, 3], init_std=0.01)
     weights = net[0].weight.detach()
     assert abs(float(weights.std()) - 0.01) < 0.0005
-    assert float(net[0].bias.abs().max()) == 0.0
+    assert float(net[0].bias.detach().abs().max()) == 0.0
 
 
 def test_same_seed_gives_bitwise_identical_losses(accelerator):
@@ -80,14 +84,23 @@ def test_each_phase_updates_only_its_networks(accelerator):
     changed = lambda before, m: any(not torch.equal(b, p) for b, p in zip(before, m.parameters()))  # noqa: E731
 
     enc, dec, disc = snapshot(aae.encoder), snapshot(aae.decoder), snapshot(aae.discriminator)
-    training.reconstruction_phase(accelerator, aae.encoder, aae.decoder, opts.reconstruction, x, "sum")
+    training._update(accelerator, opts["reconstruction"],
+                     lambda: training.reconstruction_loss(aae.reconstruct(x), x, "sum"))
     assert changed(enc, aae.encoder) and changed(dec, aae.decoder)
     assert not changed(disc, aae.discriminator)
 
     enc, dec, disc = snapshot(aae.encoder), snapshot(aae.decoder), snapshot(aae.discriminator)
-    training.regularization_phase(accelerator, aae.encoder, aae.discriminator, prior, opts, x, gp)
-    assert changed(disc, aae.discriminator) and changed(enc, aae.encoder)
-    assert not changed(dec, aae.decoder)
+    with torch.no_grad():
+        fake = aae.code(x)
+    training.discriminator_phase(accelerator, opts["discriminator"], [aae.discriminator],
+                                 [prior.sample(16, gp)], [fake])
+    assert changed(disc, aae.discriminator)
+    assert not changed(enc, aae.encoder) and not changed(dec, aae.decoder)
+
+    enc, disc = snapshot(aae.encoder), snapshot(aae.discriminator)
+    training.generator_phase(accelerator, opts["generator"], [aae.discriminator], lambda: [aae.code(x)])
+    assert changed(enc, aae.encoder)
+    assert not changed(disc, aae.discriminator) and not changed(dec, aae.decoder)
 
 
 def test_discriminator_learns_prior_from_codes(accelerator):
@@ -99,13 +112,13 @@ def test_discriminator_learns_prior_from_codes(accelerator):
         z_real = prior.sample(64, gp)
         with torch.no_grad():
             z_fake = aae.encoder(x)
-        opts.discriminator.zero_grad()
+        opts["discriminator"].zero_grad()
         logits = aae.discriminator(torch.cat([z_real, z_fake]))
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
             logits, torch.cat([torch.ones(64), torch.zeros(64)]))
         loss.backward()
-        opts.discriminator.step()
-    assert float(loss) < 0.3
+        opts["discriminator"].step()
+    assert float(loss.detach()) < 0.3
 
 
 def test_reconstruction_loss_reductions():
@@ -132,10 +145,11 @@ def test_step_schedule():
 
 def test_set_learning_rates():
     aae, opts, _ = build()
-    training.set_learning_rates(opts, training.SGD(0.01, 0.9), training.SGD(0.1, 0.1), 0.1)
-    assert opts.reconstruction.param_groups[0]["lr"] == pytest.approx(0.001)
-    assert opts.discriminator.param_groups[0]["lr"] == pytest.approx(0.01)
-    assert opts.generator.param_groups[0]["lr"] == pytest.approx(0.01)
+    rates = training.base_rates(opts, training.SGD(0.01, 0.9), training.SGD(0.1, 0.1), None)
+    training.set_learning_rates(opts, rates, 0.1)
+    assert opts["reconstruction"].param_groups[0]["lr"] == pytest.approx(0.001)
+    assert opts["discriminator"].param_groups[0]["lr"] == pytest.approx(0.01)
+    assert opts["generator"].param_groups[0]["lr"] == pytest.approx(0.01)
 
 
 def test_gaussian_prior_moments_and_seed():
@@ -145,5 +159,5 @@ def test_gaussian_prior_moments_and_seed():
     assert torch.equal(a, b) and a.shape == (20000, 8)
     assert abs(float(a.mean())) < 0.05 * 5
     assert abs(float(a.std()) - 5.0) < 0.05
-    with pytest.raises(ValueError, match="valid: gaussian"):
+    with pytest.raises(ValueError, match="valid: categorical, gaussian, mixture, swiss-roll"):
         priors.make_prior("laplace", dim=2)

@@ -1,0 +1,90 @@
+"""`aae-bench data info|fetch`: what a dataset holds, where it came from, and getting its files.
+
+Plain functions returning text; bench/cli.py wires them to argparse and prints DataError as one line.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aae_core import datasets
+
+
+def info(name: str, data_dir: str | None, as_json: bool) -> str:
+    """Per split: n, example shape, counts per label; plus where the files were found.
+
+    Never downloads: a missing dataset gives the DataError that says how to provide it.
+    """
+    summary = datasets.describe(datasets.load(name, data_dir, download=False))
+    if as_json:
+        return json.dumps(summary, indent=2)
+    return _table(summary)
+
+
+def fetch(name: str, data_dir: str | None) -> str:
+    """Find or download every file of `name`, verify them by loading, and say what happened.
+
+    Without --data-dir the usual search order applies and downloads go to the cache; with it,
+    missing files are downloaded into that directory (see aae_core.datasets.fetch).
+    """
+    found = datasets.fetch(name, data_dir)
+    dataset = datasets.load(name, data_dir, download=False)
+    checksums = datasets.file_checksums(name)
+    n_files = len(checksums)
+    known = [f for f, c in checksums.items() if c]
+    unknown = [f for f, c in checksums.items() if not c]
+    if found.downloaded:
+        got = f"downloaded {', '.join(found.downloaded)}; " + (
+            f"{n_files - len(found.downloaded)} other file(s) were already there; "
+            if len(found.downloaded) < n_files
+            else ""
+        )
+    else:
+        got = f"all {n_files} file(s) were already present; "
+    checked = [f"{len(known)} file(s) match their known checksums"] if known else []
+    if unknown:
+        checked.append(
+            f"{', '.join(unknown)} passed the format checks only (no published checksum)"
+        )
+    checked = ", ".join(checked)
+    c, h, w = dataset.image_shape
+    return (
+        f"{name}: {got}{checked}. Found in: {dataset.source}. "
+        f"{len(dataset.train_y)} train / {len(dataset.valid_y)} valid / {len(dataset.test_y)} test images "
+        f"of {c}x{h}x{w}, {dataset.n_classes} classes. Split: {dataset.split}"
+    )
+
+
+def _table(summary: dict) -> str:
+    """Aligned text: a header, then one row per split with n, shape and per-label counts."""
+    splits = summary["splits"]
+    labels = list(dict.fromkeys(k for s in splits.values() for k in s["label_counts"]))
+    header = ["split", "n", "shape", *(f"y={k}" for k in labels)]
+    rows = [
+        [
+            part,
+            str(s["n"]),
+            "x".join(map(str, s["shape"])),
+            *(str(s["label_counts"].get(k, 0)) for k in labels),
+        ]
+        for part, s in splits.items()
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    c, h, w = summary["image_shape"]
+    return "\n".join(
+        [
+            f"{summary['name']}: {sum(s['n'] for s in splits.values())} images of {c}x{h}x{w}, {summary['n_classes']} classes",
+            f"found in: {summary['source']}",
+            f"split: {summary['split']}",
+            "",
+            line(header),
+            *(line(row) for row in rows),
+        ]
+    )

@@ -1,0 +1,249 @@
+"""The regression gate: a run's seed means against committed expectations (a baseline file).
+
+Baseline (JSON, made by `write_baseline` from a run, committed by hand):
+
+    {"format": "aae-bench-baseline/1", "created": ..., "source": [provenance lines],
+     "tolerance_rule": "...",
+     "entries": [{"grid": "table1", "metric": "parzen_ll", "filters": {}, "profile": "smoke",
+                  "expected": -190.2, "tolerance": 4.1, "std": 1.3, "n": 3, "seeds": [0, 1, 2],
+                  "failed_trials": 0}, ...]}
+
+Tolerance of an entry = max(k * std, floor, rel_floor * |expected|): k (default 3) times the
+sample std (ddof=1) of the per-seed values in the baseline run (0 with one seed), but never below
+an absolute floor per metric (DEFAULT_FLOORS, for runs too few or too alike to show a spread) nor
+below a relative floor (default 1 % of the expected value). `check` passes an entry when the
+run's mean over its done seeds (same grid, profile, metric and filters) is within the tolerance
+of the expected value and the run has no more failed (diverged / error) trials than the baseline.
+
+Exit codes of `check`: 0 every entry passes; 1 any entry drifted, is missing from the results
+(counted as a failure) or has more failed trials; 2 unusable input (baseline file missing,
+unreadable or malformed; no result rows).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from bench.results import read_rows
+from bench.tables import CONFIG_FIELDS, select
+
+FORMAT = "aae-bench-baseline/1"
+PASS, EXIT_DRIFT, EXIT_UNUSABLE = 0, 1, 2
+DEFAULT_K = 3.0
+DEFAULT_REL_FLOOR = 0.01
+# Absolute tolerance floors, in the metric's unit.
+DEFAULT_FLOORS = {
+    "parzen_ll": 1.0, "parzen_validation_ll": 1.0, "parzen_ll_10m": 1.0,  # nats
+    "classification_error": 0.25, "clustering_error": 0.5, "dim_reduction_error": 0.5,  # percent
+}
+# Not gated by default: the chosen sigma is a discrete pick on a grid, and a different pick at an
+# unchanged log-likelihood is not a regression (parzen_ll catches one that matters).
+SKIP_BY_DEFAULT = ("parzen_sigma",)
+_NOT_FILTERS = {"seed", "grid", "profile"}
+
+
+class BaselineError(ValueError):
+    """The baseline file is missing, unreadable or malformed (exit code 2)."""
+
+
+def tolerance_rule(k: float, rel_floor: float) -> str:
+    return (f"tolerance = max({k:g} * std over seeds (ddof=1; 0 with one seed), per-metric floor, "
+            f"{rel_floor:g} * |expected|)")
+
+
+def _varying_fields(rows: pd.DataFrame) -> list[str]:
+    """Config fields that differ between the trials of a grid (besides seed): the filters that
+    separate its cells (e.g. dataset, labels)."""
+    trials = rows.drop_duplicates("trial_id")
+    return [c for c in CONFIG_FIELDS if c in trials.columns and c not in _NOT_FILTERS
+            and trials[c].astype(str).nunique() > 1]
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        value = value.item()
+    return value
+
+
+def write_baseline(results_dir: str | os.PathLike, out_path: str | os.PathLike, *,
+                   grids: list[str] | None = None, profile: str | None = None,
+                   metrics: list[str] | None = None, k: float = DEFAULT_K,
+                   floors: dict[str, float] | None = None,
+                   rel_floor: float = DEFAULT_REL_FLOOR) -> Path:
+    """A baseline from the done rows of a run: one entry per (grid, metric, cell filters).
+
+    `profile` None takes the grid's only profile (ValueError when it has several); `metrics`
+    None takes every metric but SKIP_BY_DEFAULT.
+    """
+    frame = read_rows(results_dir)
+    if frame.empty:
+        raise ValueError(f"no result rows in {results_dir}")
+    floors = {**DEFAULT_FLOORS, **(floors or {})}
+    entries = []
+    for grid in grids or sorted(frame["grid"].astype(str).unique()):
+        rows = frame[frame["grid"].astype(str) == grid]
+        profiles = sorted(rows["profile"].astype(str).unique())
+        chosen = profile or (profiles[0] if len(profiles) == 1 else None)
+        if chosen is None:
+            raise ValueError(f"grid {grid} has rows of profiles {', '.join(profiles)}; "
+                             f"pass profile=")
+        rows = rows[rows["profile"].astype(str) == chosen]
+        if rows.empty:
+            raise ValueError(f"grid {grid} has no rows at profile {chosen}")
+        fields = _varying_fields(rows)
+        groups = rows.groupby([rows[f].astype(str) for f in fields]) if fields else [((), rows)]
+        for _, cell in groups:
+            filters = {f: _plain(cell[f].iloc[0]) for f in fields}
+            failed = int(cell.drop_duplicates("trial_id")["status"].isin(["diverged", "error"])
+                         .sum())
+            done = cell[cell["status"] == "done"]
+            for metric in sorted(done["metric"].unique()):
+                if (metrics is None and metric in SKIP_BY_DEFAULT) or \
+                        (metrics is not None and metric not in metrics):
+                    continue
+                m = done[done["metric"] == metric]
+                values = pd.to_numeric(m["value"], errors="coerce").dropna()
+                if values.empty:
+                    continue
+                mean = float(values.mean())
+                std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+                tolerance = max(k * std, floors.get(metric, 0.0), rel_floor * abs(mean))
+                entries.append({
+                    "grid": grid, "metric": metric, "filters": filters, "profile": chosen,
+                    "expected": mean, "tolerance": tolerance, "std": std, "n": int(len(values)),
+                    "seeds": sorted(int(s) for s in m.loc[values.index, "seed"]),
+                    "failed_trials": failed,
+                })
+    if not entries:
+        raise ValueError(f"no done rows to make a baseline from in {results_dir}")
+    commits = sorted({str(c)[:12] for c in frame.get("commit", pd.Series(dtype=object)).dropna()})
+    baseline = {
+        "format": FORMAT,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": {"results_dir": str(results_dir), "commits": commits},
+        "tolerance_rule": tolerance_rule(k, rel_floor),
+        "k": k, "rel_floor": rel_floor, "floors": floors,
+        "entries": entries,
+    }
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(baseline, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return out
+
+
+_ENTRY_KEYS = {"grid": str, "metric": str, "profile": str, "expected": (int, float),
+               "tolerance": (int, float)}
+
+
+def load_baseline(path: str | os.PathLike) -> dict:
+    """The parsed baseline; BaselineError with one line saying what is wrong."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BaselineError(f"baseline file not found: {path}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BaselineError(f"baseline file {path} is not readable JSON: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BaselineError(f"baseline file {path} is not in format {FORMAT}")
+    entries = data.get("entries")
+    if not isinstance(entries, list) or not entries:
+        raise BaselineError(f"baseline file {path} has no entries")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise BaselineError(f"baseline entry {i} is not an object")
+        for key, kind in _ENTRY_KEYS.items():
+            if not isinstance(entry.get(key), kind) or isinstance(entry.get(key), bool):
+                raise BaselineError(f"baseline entry {i} lacks a valid {key!r}")
+        if not isinstance(entry.get("filters", {}), dict):
+            raise BaselineError(f"baseline entry {i}: 'filters' must be an object")
+        if not (math.isfinite(entry["expected"]) and entry["tolerance"] >= 0):
+            raise BaselineError(f"baseline entry {i}: expected must be finite, tolerance >= 0")
+    return data
+
+
+def compare(baseline: dict, frame: pd.DataFrame) -> list[dict]:
+    """One result per baseline entry: status pass / DRIFT / MISSING / FAILED-TRIALS."""
+    out = []
+    for entry in baseline["entries"]:
+        cell = select(frame, entry["grid"], entry.get("filters", {}))
+        if not cell.empty:
+            cell = cell[cell["profile"].astype(str) == entry["profile"]]
+        trials = cell[cell["metric"] == entry["metric"]] if not cell.empty else cell
+        failed = int(trials.drop_duplicates("trial_id")["status"]
+                     .isin(["diverged", "error"]).sum()) if not trials.empty else 0
+        done = trials[trials["status"] == "done"] if not trials.empty else trials
+        values = pd.to_numeric(done["value"], errors="coerce").dropna() if not done.empty \
+            else pd.Series(dtype=float)
+        result = {**entry, "got": math.nan, "got_n": int(len(values)), "diff": math.nan,
+                  "got_failed": failed, "note": ""}
+        if values.empty:
+            result["status"] = "MISSING"
+            result["note"] = "no done rows for this entry in the results (counts as a failure)"
+        else:
+            result["got"] = float(values.mean())
+            result["diff"] = result["got"] - entry["expected"]
+            if abs(result["diff"]) > entry["tolerance"]:
+                result["status"] = "DRIFT"
+            elif failed > int(entry.get("failed_trials", 0)):
+                result["status"] = "FAILED-TRIALS"
+                result["note"] = f"{failed} diverged/error trials (baseline: " \
+                                 f"{entry.get('failed_trials', 0)})"
+            else:
+                result["status"] = "pass"
+            seeds = sorted(int(s) for s in done.loc[values.index, "seed"])
+            if entry.get("seeds") is not None and seeds != sorted(entry["seeds"]):
+                result["note"] = (result["note"] + "; " if result["note"] else "") + \
+                    f"seeds differ (baseline {entry['seeds']}, run {seeds})"
+        out.append(result)
+    return out
+
+
+def format_results(results: list[dict]) -> str:
+    """The pass/fail table as fixed-width text, with a summary line."""
+    head = ["grid", "metric", "filters", "profile", "expected", "tol", "got", "n", "diff",
+            "result"]
+    lines = []
+    for r in results:
+        filters = ",".join(f"{k}={v}" for k, v in r.get("filters", {}).items()) or "-"
+        lines.append([r["grid"], r["metric"], filters, r["profile"], f"{r['expected']:.4g}",
+                      f"{r['tolerance']:.3g}", "-" if math.isnan(r["got"]) else f"{r['got']:.4g}",
+                      str(r["got_n"]), "-" if math.isnan(r["diff"]) else f"{r['diff']:+.3g}",
+                      r["status"] + (f"  ({r['note']})" if r["note"] else "")])
+    widths = [max(len(row[i]) for row in [head, *lines]) for i in range(len(head) - 1)]
+    text = ["  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+            for row in [head, *lines]]
+    bad = [r for r in results if r["status"] != "pass"]
+    if bad:
+        counts = pd.Series([r["status"] for r in bad]).value_counts()
+        summary = "FAIL: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + \
+            f" of {len(results)} entries"
+    else:
+        summary = f"PASS: all {len(results)} entries within tolerance"
+    return "\n".join(text + ["", summary]) + "\n"
+
+
+def check(baseline_path: str | os.PathLike, results_dir: str | os.PathLike) -> tuple[int, str]:
+    """(exit code, printed text): 0 all pass, 1 any drift / missing / new failures, 2 unusable."""
+    try:
+        baseline = load_baseline(baseline_path)
+    except BaselineError as exc:
+        return EXIT_UNUSABLE, f"unusable baseline: {exc}\n"
+    if not Path(results_dir).is_dir():
+        return EXIT_UNUSABLE, f"no results: {results_dir} is not a directory\n"
+    try:
+        frame = read_rows(results_dir)
+    except Exception as exc:  # noqa: BLE001 - any unreadable CSV makes the input unusable
+        return EXIT_UNUSABLE, f"unusable results in {results_dir}: {exc}\n"
+    if frame.empty:
+        return EXIT_UNUSABLE, f"no results: no result rows in {results_dir}\n"
+    results = compare(baseline, frame)
+    text = f"baseline {baseline_path} ({baseline.get('tolerance_rule', '')})\n" + \
+        format_results(results)
+    return (PASS if all(r["status"] == "pass" for r in results) else EXIT_DRIFT), text

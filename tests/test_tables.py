@@ -1,0 +1,330 @@
+"""Tables: the verdict rule, mean ± std over done seeds, the files written, the code-note scan."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+from report_fixtures import fake_config, fake_trial_rows, table1_rows, write_results
+
+from bench import tables
+from bench.report import markdown_for_grid, write_report
+from bench.results import to_frame
+
+# -- the verdict rule --------------------------------------------------------------------------
+
+
+def test_reproduced_within_two_combined_errors():
+    # bound = 2 * sqrt(2^2 + (3/sqrt(4))^2) = 2 * sqrt(4 + 2.25) = 5.0
+    assert tables.verdict(344.9, 3.0, 4, "paper", 340.0, 2.0) == tables.REPRODUCED
+    assert tables.verdict(335.1, 3.0, 4, "paper", 340.0, 2.0) == tables.REPRODUCED
+
+
+def test_not_reproduced_beyond_the_bound():
+    assert tables.verdict(345.1, 3.0, 4, "paper", 340.0, 2.0) == tables.NOT_REPRODUCED
+    assert tables.verdict(200.0, 3.0, 5, "paper", 340.0, 2.0) == tables.NOT_REPRODUCED
+
+
+def test_missing_paper_pm_counts_as_zero():
+    # bound = 2 * 1/sqrt(4) = 1.0
+    assert tables.verdict(427.9, 1.0, 4, "paper", 427.0, None) == tables.REPRODUCED
+    assert tables.verdict(428.1, 1.0, 4, "paper", 427.0, None) == tables.NOT_REPRODUCED
+
+
+@pytest.mark.parametrize("n,profile,paper_value", [
+    (2, "paper", 340.0),      # fewer than 3 seeds
+    (0, "paper", 340.0),
+    (5, "quick", 340.0),      # not the paper's profile
+    (5, "smoke", 340.0),
+    (5, "paper", None),       # no paper number (dimensionality reduction)
+])
+def test_inconclusive(n, profile, paper_value):
+    assert tables.verdict(340.0, 1.0, n, profile, paper_value, 2.0) == tables.INCONCLUSIVE
+
+
+# -- rows -> a cell ----------------------------------------------------------------------------
+
+MNIST = tables.CellSpec("table1", "parzen_ll", {"dataset": "mnist"})
+
+
+def test_mean_and_std_over_done_seeds_only():
+    rows = table1_rows([330.0, 340.0, 350.0], diverged_seeds=(3, 4))
+    errored = fake_trial_rows(fake_config(5), {"parzen_ll": 999.0}, status="error")
+    result = tables.summarize(to_frame(rows + errored), MNIST)
+    assert result.n == 3 and result.seeds == [0, 1, 2]
+    assert result.mean == pytest.approx(340.0)
+    assert result.std == pytest.approx(10.0)  # ddof=1
+    assert result.failed == {"diverged": 2, "error": 1}
+    assert result.compute == {"CPU-h": pytest.approx(6.0)}  # 6 trials of 3600 s
+
+
+def test_most_faithful_profile_is_shown_and_others_are_listed():
+    rows = table1_rows([300.0] * 3, profile="quick") + table1_rows([340.0, 341.0], epochs=4)
+    result = tables.summarize(to_frame(rows), MNIST)
+    assert result.profile == "paper" and result.n == 2
+    assert result.other_profiles == {"quick": 3}
+
+
+def test_gpu_hours():
+    rows = fake_trial_rows(fake_config(0), {"parzen_ll": 1.0}, device="cuda:0", gpu="H100",
+                           wall_s=1800)
+    assert tables.compute_hours(to_frame(rows)) == {"GPU-h": pytest.approx(0.5)}
+
+
+def test_cell_without_rows_is_not_run_and_metric_absent_is_not_run():
+    frame = to_frame(table1_rows([340.0, 341.0, 339.0]))
+    assert tables.summarize(frame, tables.CellSpec("table1", "parzen_ll", {"dataset": "tfd"})) \
+        is None
+    assert tables.summarize(frame, tables.CellSpec("table1", "parzen_ll_10m",
+                                                   {"dataset": "mnist"})) is None
+    assert tables.summarize(frame, tables.CellSpec("table2", "classification_error")) is None
+
+
+def test_view_verdicts_and_pooled_configurations():
+    spec = tables.TABLES["table1"]
+    good = tables.build_view(spec, to_frame(table1_rows([339.0, 340.0, 341.0])))
+    ours = dict(good.rows)["AAE (ours)"]
+    assert ours[0].verdict == tables.REPRODUCED
+    assert [c.lines for c in ours[1:]] == [[tables.NOT_RUN]] * 3
+    bad = tables.build_view(spec, to_frame(table1_rows([100.0, 101.0, 102.0])))
+    assert dict(bad.rows)["AAE (ours)"][0].verdict == tables.NOT_REPRODUCED
+    pooled = to_frame(table1_rows([340.0, 340.0]) + table1_rows([340.0], z_dim=4))
+    view = tables.build_view(spec, pooled)
+    cell = dict(view.rows)["AAE (ours)"][0]
+    assert cell.verdict == tables.INCONCLUSIVE and "2 configurations" in cell.lines[-1]
+
+
+def test_every_table_has_paper_and_our_rows():
+    frame = to_frame(table1_rows([340.0]))
+    for key, spec in tables.TABLES.items():
+        view = tables.build_view(spec, frame)
+        labels = [label for label, _ in view.rows]
+        assert labels[-2:] == ["AAE (paper)", "AAE (ours)"], key
+        assert all(len(cells) == len(spec.columns) for _, cells in view.rows)
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+class _Tables(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._table = None
+        self._row = None
+        self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table" and "data-table" in attrs:
+            self._table = self.tables.setdefault(attrs["data-table"], [])
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+            self._table.append(self._row)
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+        elif tag == "br" and self._cell is not None:
+            self._cell.append(" / ")
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append("".join(self._cell))
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _md_table(text: str) -> list[list[str]]:
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", ln)[1:-1]] for ln in lines]
+
+
+@pytest.fixture
+def report(tmp_path):
+    rows = table1_rows([339.0, 340.0, 342.0], diverged_seeds=(3,))
+    results = write_results(tmp_path / "results", rows)
+    paths = write_report(results, tmp_path / "reports")
+    return tmp_path / "reports", paths
+
+
+def test_files_written(report):
+    out, paths = report
+    for key in tables.TABLES:
+        for ext in ("md", "tex", "html"):
+            assert out / f"{key}.{ext}" in paths
+            assert (out / f"{key}.{ext}").stat().st_size > 0
+    assert out / "index.html" in paths and out / "report.md" in paths
+
+
+def test_markdown_rows_columns_and_cells(report):
+    out, _ = report
+    t1 = _md_table((out / "table1.md").read_text())
+    assert t1[0] == ["Method", "MNIST, 10K samples", "TFD, 10K samples", "MNIST, 10M samples",
+                     "TFD, 10M samples"]
+    body = {row[0]: row[1:] for row in t1[1:]}
+    assert list(body) == ["DBN (paper)", "Stacked CAE (paper)", "Deep GSN (paper)", "GAN (paper)",
+                          "GMMN+AE (paper)", "AAE (paper)", "AAE (ours)"]
+    assert body["AAE (paper)"] == ["340 ± 2†", "2252 ± 16†", "427†", "2522†"]
+    assert body["GAN (paper)"][3] == tables.NO_CELL
+    ours = body["AAE (ours)"]
+    assert ours[0].startswith("340.3 ± 1.5 (n=3)")
+    assert "profile paper" in ours[0] and "1 diverged" in ours[0] and "reproduced" in ours[0]
+    assert ours[1:] == ["not run"] * 3
+    t2 = {row[0]: row[1:] for row in _md_table((out / "table2.md").read_text())[1:]}
+    assert t2 == {"AAE (paper)": ["1.90 ± 0.10†", "1.60 ± 0.08†", "0.85 ± 0.02†", "17.70 ± 0.30†"],
+                  "AAE (ours)": ["not run"] * 4}
+    t3 = {row[0]: row[1:] for row in _md_table((out / "table3.md").read_text())[1:]}
+    assert t3["CatGAN (paper)"] == ["—", "9.70†", "—"]
+    assert t3["AAE (ours)"] == ["not run", "—", "not run"]
+    dr = {row[0]: row[1:] for row in _md_table((out / "dim_reduction.md").read_text())[1:]}
+    assert dr["AAE (paper)"] == ["unknown to us†"] and dr["AAE (ours)"] == ["not run"]
+
+
+def test_every_file_has_a_header_and_the_rule(report):
+    out, _ = report
+    for key in tables.TABLES:
+        for ext in ("md", "tex", "html"):
+            text = (out / f"{key}.{ext}").read_text()
+            head = text[:1500]
+            assert "Generated by: aae-bench report" in head, (key, ext)
+            if key == "table1":  # the header describes the rows that fill the table
+                assert "Commits: ffffffffffff (clean)" in head
+                assert "Hardware: CPU Fake CPU (test fixture) (2 cores); GPU none" in head
+                assert "Commands: aae-bench run table1 (fixture)" in head
+                assert "Rows dated: 2025-01-01T00:00:00+00:00" in head
+            else:
+                assert "Rows: none" in head
+        assert "Verdict rule" in (out / f"{key}.md").read_text()
+    assert (out / "table1.tex").read_text().startswith("% Generated by")
+
+
+def test_latex_and_html_tables(report):
+    out, _ = report
+    latex = (out / "table1.tex").read_text()
+    assert r"\begin{tabular}{lcccc}" in latex
+    assert "AAE (ours) & \\shortstack{340.3 $\\pm$ 1.5 (n=3)" in latex
+    assert latex.count("not run") >= 3
+    parser = _Tables()
+    parser.feed((out / "index.html").read_text())
+    assert set(parser.tables) == set(tables.TABLES)
+    t1 = parser.tables["table1"]
+    assert t1[0][1] == "MNIST, 10K samples" and t1[-1][0] == "AAE (ours)"
+    assert t1[-1][2:] == ["not run"] * 3
+
+
+def test_protocol_card(report):
+    out, _ = report
+    text = (out / "table1.md").read_text()
+    card = text[text.index("### Protocol card"):]
+    assert "chosen sigma per seed: seed 0: 0.2, seed 1: 0.2, seed 2: 0.2" in card
+    assert "parzen_samples 10000" in card and "epochs 3" in card
+    assert "data_split train 50000" in card
+    assert "Model selection" in card
+
+
+def test_subset_hash_on_card():
+    rows = fake_trial_rows(fake_config(0), {"parzen_ll": 1.0}, extra={"subset_hash": "abc123"})
+    spec = dataclasses.replace(tables.TABLES["table1"], protocol_fields=("subset_hash",))
+    view = tables.build_view(spec, to_frame(rows))
+    card = dict(tables.protocol_card(view, []))
+    assert "subset_hash abc123" in card["MNIST, 10K samples"]
+
+
+def test_markdown_for_grid(tmp_path):
+    results = write_results(tmp_path, table1_rows([340.0, 341.0]))
+    text = markdown_for_grid(results, "table1")
+    assert "| AAE (ours) | 340.5 ± 0.7 (n=2)" in text and "inconclusive" in text
+    assert "Protocol card" not in text
+    assert tables.table1_markdown(to_frame(table1_rows([340.0]))).startswith("## Table 1")
+    other = markdown_for_grid(results, "nonexistent")
+    assert "No done rows" in other
+
+
+def test_empty_results(tmp_path):
+    (tmp_path / "results").mkdir()
+    paths = write_report(tmp_path / "results", tmp_path / "out")
+    text = (tmp_path / "out" / "table1.md").read_text()
+    assert "Rows: none" in text
+    assert dict((r[0], r[1:]) for r in _md_table(text)[1:])["AAE (ours)"] == ["not run"] * 4
+    assert tmp_path / "out" / "index.html" in paths
+
+
+# -- PAPER-GAP / DEVIATION scan ----------------------------------------------------------------
+
+TAG_GAP, TAG_DEV = "PAPER" + "-GAP", "DEVI" + "ATION"  # split so this file never reads as a note
+
+
+def test_scan_finds_planted_notes(tmp_path):
+    (tmp_path / "aae_core").mkdir()
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "aae_core" / "model.py").write_text(
+        "import torch\n\n\ndef encoder():\n"
+        f"    x = 1  # {TAG_GAP}: planted model gap\n"
+        "    # that continues here\n"
+        "    # and here\n"
+        "    return x\n")
+    (tmp_path / "bench" / "grids.py").write_text(
+        '"""Grids."""\n\n'
+        f"# {TAG_DEV}: the labelled subset is drawn per seed (semi-supervised)\n"
+        "TABLE2_PROFILES = {}\n\n\n"
+        "def table3():\n"
+        f'    """Clusters.\n\n    {TAG_GAP} (of others): cluster count\n    is unstated."""\n'
+        "    return []\n"
+        f"# {TAG_GAP}: a note about nothing in particular\n"
+        "LAST = 1\n")
+    (tmp_path / "bench" / "config.py").write_text(
+        "class C:\n    epochs: int = 3\n"
+        f'    """Passes over the data. {TAG_GAP}: unstated."""\n')
+    notes = tables.scan_notes(tmp_path)
+    field = [n for n in notes if n.path == "bench/config.py"][0]
+    assert (field.line, field.context, field.text) == (3, "epochs", "(Passes over the data.) unstated.")
+    notes.remove(field)
+    by_line = {(n.path, n.line): n for n in notes}
+    model = by_line[("aae_core/model.py", 5)]
+    assert model.tag == TAG_GAP and model.context == "encoder"
+    assert model.text == "planted model gap that continues here and here"
+    dev = by_line[("bench/grids.py", 3)]
+    assert dev.tag == TAG_DEV and dev.context == "TABLE2_PROFILES"
+    doc = by_line[("bench/grids.py", 10)]
+    assert doc.tag == f"{TAG_GAP} (of others)" and doc.text == "cluster count is unstated."
+    assert doc.context == "table3"
+    assert len(notes) == 4
+
+    def where(key):
+        return {n.where() for n in tables.notes_for(tables.TABLES[key], notes)}
+    # A note bears on the tables it names (in its text or the name it sits under): the subset
+    # note on Table 2 only, the cluster-count note on Table 3 only; one that names no table
+    # (the model note, the last one) bears on every table.
+    assert where("table1") == {"aae_core/model.py:5", "bench/grids.py:13"}
+    assert where("table2") == {"aae_core/model.py:5", "bench/grids.py:3", "bench/grids.py:13"}
+    assert where("table3") == {"aae_core/model.py:5", "bench/grids.py:10", "bench/grids.py:13"}
+    assert where("dim_reduction") == {"aae_core/model.py:5", "bench/grids.py:13"}
+
+
+def test_scan_of_the_real_tree_never_reports_this_module():
+    notes = tables.scan_notes()
+    assert notes, "the source tree has tagged notes"
+    assert not any(n.path == "bench/tables.py" for n in notes)
+    assert all(n.text for n in notes)
+
+
+def test_card_lists_notes():
+    notes = [tables.Note(TAG_GAP, "aae_core/model.py", 7, "init unknown", "mlp")]
+    view = tables.build_view(tables.TABLES["table2"], to_frame(table1_rows([1.0])))
+    card = dict(tables.protocol_card(view, notes))
+    assert card[f"{TAG_GAP} aae_core/model.py:7 (mlp)"] == "init unknown"
+
+
+def test_nan_mean_is_not_reproduced_by_accident():
+    assert tables.verdict(math.nan, math.nan, 3, "paper", 340.0, 2.0) == tables.INCONCLUSIVE
+    assert np.isnan(tables.CellResult(tables.CellSpec("g", "m"), "paper", [], [], {}, {}, {}, 0,
+                                      pd.DataFrame()).mean)
