@@ -12,6 +12,7 @@ import logging
 import os
 import shlex
 import sys
+from pathlib import Path
 
 EXIT_USAGE = 2
 
@@ -39,8 +40,27 @@ def _add_run(sub) -> None:
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0)
     p.add_argument("--max-concurrent", type=int, default=0, help="0 = as many as fit")
+    p.add_argument("--dataset", action="append", default=[],
+                   help="run only this data set's cells (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the trials and exit")
     p.add_argument("--no-table", action="store_true", help="do not print the table at the end")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train and evaluate one model, without Ray")
+    p.add_argument("--variant", required=True, help="see `aae-bench list`")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--prior", default="gaussian")
+    p.add_argument("--labels", type=int, default=None, help="labelled examples (0 = all)")
+    p.add_argument("--clusters", type=int, default=None)
+    p.add_argument("--z-dim", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")
+    p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default="runs/train", help="directory for the checkpoint and latents")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _add_report(sub) -> None:
@@ -75,7 +95,7 @@ def _add_data(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="aae-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_run, _add_report, _add_check, _add_list, _add_data):
+    for add in (_add_run, _add_train, _add_report, _add_check, _add_list, _add_data):
         add(sub)
     return parser
 
@@ -84,7 +104,7 @@ def cmd_run(args) -> int:
     from aae_core import datasets
     from bench import grids, runner
 
-    configs = grids.grid_configs(args.grid, args.profile, args.seeds)
+    configs = grids.grid_configs(args.grid, args.profile, args.seeds, tuple(args.dataset))
     resources = runner.Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent)
     if args.dry_run:
         for c in configs:
@@ -95,7 +115,8 @@ def cmd_run(args) -> int:
     pending = runner.pending_configs(configs, args.results)
     # Load and verify every data set first: a missing or corrupt file stops the run here,
     # before Ray starts and before anything is written.
-    data = {name: datasets.load(name, args.data_dir) for name in {c.dataset for c in pending}}
+    data = {(c.dataset, c.fold or 0): None for c in pending}
+    data = {key: datasets.load(key[0], args.data_dir, fold=key[1]) for key in data}
     summary = runner.run_sweep(configs, data, results_dir=args.results, storage=args.storage,
                                address=args.address, resources=resources,
                                command=_command_line())
@@ -107,6 +128,36 @@ def cmd_run(args) -> int:
         print(report.markdown_for_grid(args.results, args.grid))
     failed = sum(n for s, n in summary.statuses.items() if s != "done")
     return 1 if failed else 0
+
+
+def cmd_train(args) -> int:
+    from aae_core import datasets
+    from bench import grids, trial
+
+    config = grids.single_trial(args.variant, args.dataset, args.prior, profile=args.profile,
+                                seed=args.seed, labels=args.labels, clusters=args.clusters,
+                                epochs=args.epochs, z_dim=args.z_dim)
+    data = datasets.load(config.dataset, args.data_dir, fold=config.fold or 0)
+    if not args.json:
+        logging.getLogger("aae_bench").setLevel(logging.INFO)
+    rows = trial.run_trial(config, data=data, artifacts_dir=args.out, threads=args.threads,
+                           command=_command_line())
+    status = rows[0]["status"] if rows else "error"
+    metrics = {r["metric"]: r["value"] for r in rows}
+    summary = {"trial_id": config.trial_id, "variant": config.variant, "dataset": config.dataset,
+               "prior": config.prior, "seed": config.seed, "profile": config.profile,
+               "status": status, "error": rows[0]["error"] if rows else "",
+               "wall_s": rows[0]["wall_s"] if rows else None, "metrics": metrics,
+               "artifacts": str(Path(args.out) / config.trial_id)}
+    if args.json:
+        print(json.dumps(summary, allow_nan=True))
+    else:
+        print(f"{config.variant} on {config.dataset} ({config.prior}), seed {config.seed}, "
+              f"{config.profile}: {status} in {summary['wall_s']} s")
+        for name, value in metrics.items():
+            print(f"  {name:<32} {value:.4f}")
+        print(f"  artifacts: {summary['artifacts']}")
+    return 0 if status == "done" else 1
 
 
 def cmd_report(args) -> int:
@@ -157,7 +208,7 @@ def cmd_data(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "check": cmd_check, "list": cmd_list,
+COMMANDS = {"run": cmd_run, "train": cmd_train, "report": cmd_report, "check": cmd_check, "list": cmd_list,
             "data": cmd_data}
 
 
@@ -170,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.config import ConfigError
 
     logging.basicConfig(level=os.environ.get("AAE_BENCH_LOG", "WARNING"),
-                        format="%(asctime)s %(name)s %(message)s")
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

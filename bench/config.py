@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from aae_core import datasets, model, priors
+
 PROFILES = ("smoke", "quick", "paper")
-VARIANTS = ("unsupervised", "label-regularized", "supervised", "semi-supervised", "clustering",
-            "dim-reduction", "vae")
-PRIORS = ("gaussian", "mixture", "swiss-roll")
-DATASETS = ("mnist", "fashion-mnist", "svhn", "tfd")
+VARIANTS = tuple(model.VARIANTS)
+# Priors on z; the categorical prior is the prior on y of the semi-supervised family.
+PRIORS = tuple(p for p in priors.PRIORS if p != "categorical")
+DATASETS = tuple(datasets.DATASETS)
 # Which priors on z each variant can use (the categorical prior on y is implied where it applies).
 VARIANT_PRIORS = {
     "unsupervised": ("gaussian", "mixture", "swiss-roll"),
@@ -105,6 +107,8 @@ class TrialConfig:
     silently runs it in fp32."""
 
     # -- variant-specific (None = does not apply to this variant) ------------------------
+    fold: int | None = None
+    """TFD only: which of its 5 folds (0..4) gives the splits."""
     labels: int | None = None
     """Labelled training examples (class-balanced, seeded, from the training split only):
     semi-supervised and dim-reduction (100, 1000; 0 = every training label), label-regularized
@@ -209,6 +213,10 @@ class TrialConfig:
             raise ConfigError(f"labels does not apply to variant {v}")
         if v not in ("clustering", "dim-reduction") and self.clusters is not None:
             raise ConfigError(f"clusters does not apply to variant {v}")
+        if self.dataset.startswith("tfd") and self.fold is None:
+            object.__setattr__(self, "fold", 0)
+        if self.fold is not None and not (self.dataset.startswith("tfd") and 0 <= self.fold <= 4):
+            raise ConfigError(f"fold applies to tfd only, 0..4; got {self.fold} for {self.dataset}")
         if self.labels is not None and self.labels < 0:
             raise ConfigError(f"labels must be >= 0 (0 = all); got {self.labels}")
         if self.clusters is not None and self.clusters < 2:

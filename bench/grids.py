@@ -146,3 +146,35 @@ def grid_configs(name: str, profile: str, seeds: int, datasets: tuple[str, ...] 
             raise ConfigError(f"grid {name} has no data set {unknown[0]!r}; valid: {', '.join(known)}")
         configs = [c for c in configs if c.dataset in datasets]
     return configs
+
+
+# The paper's code size and prior scale of each variant, for single trials (`aae-bench train`).
+VARIANT_DEFAULTS = {
+    "unsupervised": dict(z_dim=8, prior_std=5.0),
+    "label-regularized": dict(z_dim=2),
+    "supervised": dict(z_dim=15, prior_std=1.0),
+    "semi-supervised": dict(z_dim=10, prior_std=1.0),
+    "clustering": dict(z_dim=10, prior_std=1.0),
+    "dim-reduction": dict(z_dim=2, prior_std=0.5),
+    "vae": dict(z_dim=8, prior_std=5.0),
+}
+
+
+def single_trial(variant: str, dataset: str, prior: str, *, profile: str = "quick", seed: int = 0,
+                 labels: int | None = None, clusters: int | None = None, epochs: int | None = None,
+                 z_dim: int | None = None) -> TrialConfig:
+    """One config with the settings the grids use for this variant (grid "train")."""
+    if variant not in VARIANT_DEFAULTS:
+        raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(VARIANT_DEFAULTS)}")
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    fields = dict(VARIANT_DEFAULTS[variant])
+    if prior in ("mixture", "swiss-roll"):
+        fields["z_dim"] = 2
+    if z_dim is not None:
+        fields["z_dim"] = z_dim
+    scaled = _scaled(profile, variant=variant, dataset=dataset, prior=prior, labels=labels,
+                     clusters=clusters, **fields)
+    if epochs is not None:
+        scaled["epochs"] = epochs
+    return TrialConfig(grid="train", profile=profile, seed=seed, **scaled)

@@ -84,7 +84,7 @@ def _trainable(params: dict, data: dict, settings: dict) -> None:
             tune.report({**losses, "completed": False},
                         checkpoint=tune.Checkpoint.from_directory(directory))
 
-    rows = run_trial(config, data=data[config.dataset], artifacts_dir=settings["artifacts_dir"],
+    rows = run_trial(config, data=data[(config.dataset, config.fold or 0)], artifacts_dir=settings["artifacts_dir"],
                      threads=settings["threads"], cpu=settings["cpu"], resume=resume,
                      on_epoch=on_epoch, command=settings["command"])
     tune.report({"completed": True, "rows": json.dumps(rows)})
@@ -176,8 +176,8 @@ def run_sweep(
     """Run every pending config as a Ray Tune trial; rows go to `results_dir` as trials finish.
 
     `address` None starts Ray locally (or joins RAY_ADDRESS if it is set); an address joins that
-    cluster. `data` maps data set names to loaded `aae_core.datasets.Dataset`s (loaded and
-    verified by the caller before anything runs).
+    cluster. `data` maps (data set name, fold) to loaded `aae_core.datasets.Dataset`s (loaded
+    and verified by the caller before anything runs).
     """
     t0 = time.perf_counter()
     results_dir = Path(results_dir).resolve()

@@ -168,7 +168,7 @@ def run_trial(
     if threads:
         torch.set_num_threads(threads)
     if data is None:
-        data = datasets.load(config.dataset, data_dir)
+        data = datasets.load(config.dataset, data_dir, fold=config.fold or 0)
     accelerator = Accelerator(cpu=cpu, mixed_precision=config.precision)
     streams = training.RandomStreams.from_seed(config.seed)
     parts = build(config, data)

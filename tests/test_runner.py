@@ -15,7 +15,7 @@ from bench.grids import grid_configs
 def test_diverged_trial_is_a_row_and_is_retried(tmp_path, mnist_dir):
     ok, = grid_configs("table1", "smoke", 1)
     bad = dataclasses.replace(ok, recon_lr=50.0)  # blows up in the first epoch
-    data = {"mnist": datasets.load("mnist", mnist_dir)}
+    data = {("mnist", 0): datasets.load("mnist", mnist_dir)}
     summary = runner.run_sweep([ok, bad], data, results_dir=tmp_path)
     assert summary.statuses == {"done": 1, "diverged": 1}
     frame = results.read_rows(tmp_path, "table1")

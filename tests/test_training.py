@@ -81,7 +81,7 @@ def test_each_phase_updates_only_its_networks(accelerator):
     prior = priors.Gaussian(4, 5.0)
     x = data(16)
     snapshot = lambda m: [p.detach().clone() for p in m.parameters()]  # noqa: E731
-    changed = lambda before, m: any(not torch.equal(b, p) for b, p in zip(before, m.parameters()))  # noqa: E731
+    changed = lambda before, m: any(not torch.equal(b, p) for b, p in zip(before, m.parameters(), strict=True))  # noqa: E731
 
     enc, dec, disc = snapshot(aae.encoder), snapshot(aae.decoder), snapshot(aae.discriminator)
     training._update(accelerator, opts["reconstruction"],
