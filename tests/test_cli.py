@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -101,6 +102,11 @@ def test_run_smoke_through_ray_then_grow_and_report(capsys, tmp_path, mnist_dir)
     grown = pd.read_csv(results_dir / "table1.csv")
     assert grown["trial_id"].nunique() == 3
     assert len(grown) == len(frame) * 3 // 2
+
+    # The regression gate: this deterministic smoke grid against the committed baseline.
+    baseline = Path(__file__).parent / "baselines" / "table1-smoke.json"
+    code, out, err = run_cli(capsys, "check", "--baseline", str(baseline), "--results", str(results_dir))
+    assert code == 0, out
 
     code, out, err = run_cli(capsys, "report", "--results", str(results_dir),
                              "--out", str(tmp_path / "reports"))
