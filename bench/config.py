@@ -143,6 +143,9 @@ class TrialConfig:
     """Test images scored (0 = the whole test split, 10,000 for MNIST)."""
     parzen_sigmas: tuple[float, ...] | None = field(default=PARZEN_SIGMAS)
     """Candidate window widths (GAN paper protocol: numpy.logspace(-1, 0, 10))."""
+    parzen_samples_large: int | None = None
+    """Samples for Table 1's 10M column (None: not computed). Streamed in chunks, so memory stays
+    bounded; sigma is chosen again on the validation images with as many samples."""
 
     def __post_init__(self) -> None:
         _choice("profile", self.profile, PROFILES)
@@ -158,7 +161,7 @@ class TrialConfig:
             return [n for n in names if getattr(self, n) is not None]
 
         for name in given(["z_dim", "hidden_units", "hidden_layers", "epochs", "batch_size",
-                           "parzen_samples", "parzen_validation"]):
+                           "parzen_samples", "parzen_validation", "parzen_samples_large"]):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)!r}")
         for name in given(["seed", "train_examples", "parzen_test"]):
@@ -195,7 +198,8 @@ class TrialConfig:
         fill(CATEGORICAL_DEFAULTS, self.variant in CATEGORICAL_VARIANTS)
         fill(DIM_REDUCTION_DEFAULTS, self.variant == "dim-reduction")
         if self.variant not in PARZEN_VARIANTS:
-            for name in ("parzen_samples", "parzen_validation", "parzen_test", "parzen_sigmas"):
+            for name in ("parzen_samples", "parzen_validation", "parzen_test", "parzen_sigmas",
+                         "parzen_samples_large"):
                 object.__setattr__(self, name, None)
 
     def _check_variant(self) -> None:

@@ -44,12 +44,20 @@ def table1(profile: str, seeds: int) -> list[TrialConfig]:
     """Table 1: Parzen-window log-likelihood of test data, unsupervised AAE, Gaussian prior.
 
     MNIST cell: 8-D code, prior N(0, 5^2 I), 10K samples, sigma chosen on 1,000 validation images.
-    The TFD cell and the 10M-sample column come with the data sets and evaluators that serve them.
+    TFD cell: one trial per fold (0..4) and seed; sigma chosen per fold on that fold's validation
+    split; the table reports the mean over folds. The 10M column at the paper profile only.
     """
+    # The 10M-sample column costs about 2 x 1.6e14 flops per trial: the paper profile only.
+    large = {"parzen_samples_large": 10_000_000} if profile == "paper" else {}
     base = TrialConfig(grid="table1", profile=profile, seed=0, variant="unsupervised",
                        dataset="mnist", prior="gaussian", z_dim=8, prior_std=5.0,
-                       **_scaled(profile))
-    return [replace(base, seed=seed) for seed in range(seeds)]
+                       **_scaled(profile), **large)
+    mnist = [replace(base, seed=seed) for seed in range(seeds)]
+    # PAPER-GAP: the TFD code size and prior scale of the paper's Table 1 are not known to us;
+    # 15-D and the MNIST cell's N(0, 5^2 I) are our choices.
+    tfd = [replace(base, dataset="tfd", fold=fold, z_dim=15, seed=seed)
+           for fold in range(5) for seed in range(seeds)]
+    return mnist + tfd
 
 
 def table2(profile: str, seeds: int) -> list[TrialConfig]:

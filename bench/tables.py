@@ -237,7 +237,7 @@ def verdict(mean: float, std: float, n: int, profile: str | None, paper_value: f
 # --------------------------------------------------------------------------------------------
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))
-_POOL_IGNORE = {"seed", "grid", "profile"}
+_POOL_IGNORE = {"seed", "grid", "profile", "fold"}
 
 
 def _equals(column: pd.Series, value) -> pd.Series:
@@ -337,9 +337,13 @@ def summarize(frame: pd.DataFrame, spec: CellSpec) -> CellResult | None:
               if per_trial_status.get(s, 0)}
     cols = [c for c in CONFIG_FIELDS if c in done.columns and c not in _POOL_IGNORE]
     configs = int(done[cols].astype(str).drop_duplicates().shape[0]) if cols and len(done) else 0
+    per_seed = pd.to_numeric(done["value"]).groupby(done["seed"].astype(int))
+    # TFD: a seed's value is the mean over its folds (the GAN paper's protocol; the spread
+    # across folds of one seed is metrics.parzen_over_folds, in the protocol card's data).
+    values = per_seed.mean()
     return CellResult(
-        spec=spec, profile=profile, seeds=[int(s) for s in done["seed"]],
-        values=[float(v) for v in pd.to_numeric(done["value"])],
+        spec=spec, profile=profile, seeds=[int(s) for s in values.index],
+        values=[float(v) for v in values],
         failed=failed, compute=compute_hours(at), other_profiles=others, configs=configs,
         trials=at,
     )

@@ -37,7 +37,7 @@ def test_dry_run_prints_trials(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "run", "table1", "--profile", "smoke", "--seeds", "3",
                            "--dry-run", "--results", str(tmp_path))
     assert code == 0
-    assert out.strip().splitlines()[-1] == "3 trials"
+    assert out.strip().splitlines()[-1] == "18 trials"  # 3 MNIST + 5 TFD folds x 3
     assert not list(tmp_path.iterdir())
 
 
@@ -47,6 +47,7 @@ def test_missing_data_names_files_and_writes_nothing(capsys, tmp_path, monkeypat
     monkeypatch.setenv("AAE_BENCH_CACHE", str(tmp_path / "cache"))
     code, out, err = run_cli(capsys, "run", "table1", "--profile", "smoke", "--seeds", "1",
                              "--data-dir", str(empty), "--results", str(tmp_path / "r"))
+    assert "mnist" in err
     assert code == 2
     assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err
@@ -59,10 +60,19 @@ def test_truncated_file_names_it_and_writes_nothing(capsys, tmp_path, mnist_dir)
     raw = gzip.open(mnist_dir / "train-images-idx3-ubyte.gz").read()
     (bad / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw[: len(raw) // 2]))
     code, out, err = run_cli(capsys, "run", "table1", "--profile", "smoke", "--seeds", "1",
-                             "--data-dir", str(bad), "--results", str(tmp_path / "r"))
+                             "--dataset", "mnist", "--data-dir", str(bad), "--results", str(tmp_path / "r"))
     assert code == 2
     assert len(err.strip().splitlines()) == 1, err
     assert "train-images-idx3-ubyte" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_tfd_missing_says_it_is_not_downloadable(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("AAE_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("AAE_BENCH_DATA", str(tmp_path))
+    code, out, err = run_cli(capsys, "run", "table1", "--profile", "smoke", "--dataset", "tfd",
+                             "--results", str(tmp_path / "r"))
+    assert code == 2 and "not freely downloadable" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
 
 
@@ -74,7 +84,8 @@ def test_list(capsys):
 @pytest.mark.ray
 def test_run_smoke_through_ray_then_grow_and_report(capsys, tmp_path, mnist_dir):
     results_dir = tmp_path / "results"
-    common = ["--profile", "smoke", "--results", str(results_dir), "--data-dir", str(mnist_dir)]
+    common = ["--profile", "smoke", "--dataset", "mnist", "--results", str(results_dir),
+              "--data-dir", str(mnist_dir)]
     code, out, err = run_cli(capsys, "run", "table1", "--seeds", "2", *common)
     assert code == 0, err
     frame = pd.read_csv(results_dir / "table1.csv")

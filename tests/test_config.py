@@ -37,7 +37,7 @@ def test_trial_id_is_stable_and_depends_on_every_field():
 def test_trial_id_pinned():
     # A regression pin: trial ids name rows already committed in results/; a change here
     # orphans them (the next run would redo those trials).
-    assert [c.trial_id for c in grid_configs("table1", "quick", 3)] == [
+    assert [c.trial_id for c in grid_configs("table1", "quick", 3, ("mnist",))] == [
         "0eeeb8b53fc0abf0", "9bf7326e7547d4ab", "356bcd80ef9786b1"]
     assert config_from_dict(make(seed=2).as_dict()).trial_id == make(seed=2).trial_id
 
@@ -104,7 +104,9 @@ def test_grid_rejects_bad_names():
 
 
 def test_table1_is_the_paper_cell():
-    (config,) = grid_configs("table1", "paper", 1)
+    config, *tfd = grid_configs("table1", "paper", 1)
+    assert [c.fold for c in tfd] == [0, 1, 2, 3, 4] and {c.dataset for c in tfd} == {"tfd"}
+    assert config.parzen_samples_large == 10_000_000
     assert (config.variant, config.dataset, config.prior) == ("unsupervised", "mnist", "gaussian")
     assert (config.z_dim, config.prior_std, config.hidden_units, config.hidden_layers) == (8, 5.0, 1000, 2)
     assert (config.recon_lr, config.recon_momentum, config.adv_lr, config.adv_momentum) == (0.01, 0.9, 0.1, 0.1)
