@@ -108,6 +108,8 @@ class SwissRoll:
     def __post_init__(self) -> None:
         if self.dim != 2:
             raise ValueError(f"swiss-roll prior is 2-D; got dim {self.dim} (set z_dim 2)")
+        if self.classes < 1:
+            raise ValueError(f"swiss-roll prior needs >= 1 class; got {self.classes}")
 
     def sample(self, n: int, generator: torch.Generator, labels=None) -> torch.Tensor:
         within = torch.rand(n, generator=generator, dtype=torch.float64)
