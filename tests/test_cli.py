@@ -124,3 +124,19 @@ def test_run_smoke_through_ray_then_grow_and_report(capsys, tmp_path, mnist_dir)
     assert code == 0, err
     table = next((tmp_path / "reports").glob("table1*.md")).read_text()
     assert "340" in table and "smoke" in table
+
+
+def test_data_info_and_fetch_commands(capsys, mnist_dir):
+    code, out, err = run_cli(capsys, "data", "info", "mnist", "--data-dir", str(mnist_dir), "--json")
+    assert code == 0, err
+    import json
+
+    info = json.loads(out)
+    assert {name: split["n"] for name, split in info["splits"].items()} == {
+        "train": 50_000, "valid": 10_000, "test": 10_000}
+    code, out, err = run_cli(capsys, "data", "info", "mnist", "--data-dir", str(mnist_dir))
+    assert code == 0 and "50000" in out.replace(",", "")
+    code, out, err = run_cli(capsys, "data", "fetch", "mnist", "--data-dir", str(mnist_dir))
+    assert code == 0 and "mnist" in out
+    code, out, err = run_cli(capsys, "data", "info", "cifar")
+    assert code == 2 and "mnist" in err and len(err.strip().splitlines()) == 1
