@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import paper
+from bench import metrics, paper
 from bench.config import TrialConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -304,6 +304,9 @@ class CellResult:
     configs: int
     trials: pd.DataFrame
     """Every row (all metrics, all statuses) of the cell's trials at `profile`."""
+    folds: tuple[float, float, int] | None = None
+    """TFD: (mean, standard error across folds, n folds) of the per-fold means (averaged over
+    seeds), as the GAN paper reports it (bench.metrics.parzen_over_folds)."""
 
     @property
     def n(self) -> int:
@@ -341,11 +344,15 @@ def summarize(frame: pd.DataFrame, spec: CellSpec) -> CellResult | None:
     # TFD: a seed's value is the mean over its folds (the GAN paper's protocol; the spread
     # across folds of one seed is metrics.parzen_over_folds, in the protocol card's data).
     values = per_seed.mean()
+    folds = None
+    if "fold" in done.columns and done["fold"].notna().any() and done["fold"].nunique() > 1:
+        per_fold = pd.to_numeric(done["value"]).groupby(done["fold"].astype(int)).mean()
+        folds = (*metrics.parzen_over_folds(list(per_fold)), len(per_fold))
     return CellResult(
         spec=spec, profile=profile, seeds=[int(s) for s in values.index],
         values=[float(v) for v in values],
         failed=failed, compute=compute_hours(at), other_profiles=others, configs=configs,
-        trials=at,
+        trials=at, folds=folds,
     )
 
 
@@ -397,6 +404,9 @@ def our_cell(spec: TableSpec, column: Column, result: CellResult | None) -> Cell
     std = "—" if not math.isfinite(result.std) else _fmt(result.std, d)
     head = f"{_fmt(result.mean, d)} ± {std} (n={result.n})" if result.n else "no done trial"
     lines = [head, f"profile {result.profile}", _hours(result.compute)]
+    if result.folds is not None:
+        mean, stderr, k = result.folds
+        lines.insert(1, f"over {k} folds: {_fmt(mean, d)} ± {_fmt(stderr, d)} (SE across folds)")
     if result.failed:
         lines.append(", ".join(f"{k} {s}" for s, k in result.failed.items()))
     number = paper.paper_number(spec.key, spec.method, column.key)

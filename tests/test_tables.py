@@ -328,3 +328,26 @@ def test_nan_mean_is_not_reproduced_by_accident():
     assert tables.verdict(math.nan, math.nan, 3, "paper", 340.0, 2.0) == tables.INCONCLUSIVE
     assert np.isnan(tables.CellResult(tables.CellSpec("g", "m"), "paper", [], [], {}, {}, {}, 0,
                                       pd.DataFrame()).mean)
+
+
+def test_tfd_cell_is_the_mean_over_folds_with_the_standard_error_across_folds():
+    from report_fixtures import fake_config, fake_trial_rows
+
+    from bench import metrics
+
+    # fold f, seed s: value 2000 + 10 f + s  ->  per-seed means over folds 2020 + s
+    rows = []
+    for fold in range(5):
+        for seed in range(3):
+            config = fake_config(seed, "paper", dataset="tfd", fold=fold, z_dim=15)
+            rows += fake_trial_rows(config, {"parzen_ll": 2000.0 + 10 * fold + seed})
+    frame = pd.DataFrame(rows)
+    result = tables.summarize(frame, tables.CellSpec("table1", "parzen_ll", {"dataset": "tfd"}))
+    assert result.seeds == [0, 1, 2]
+    assert result.values == [2020.0, 2021.0, 2022.0]
+    assert result.configs == 1  # folds are one protocol, not pooled configurations
+    mean, stderr, k = result.folds
+    assert k == 5 and mean == pytest.approx(2021.0)
+    assert stderr == pytest.approx(metrics.parzen_over_folds([2001.0 + 10 * f for f in range(5)])[1])
+    view = tables.build_view(tables.TABLES["table1"], frame)
+    assert "SE across folds" in tables.view_markdown(view)
