@@ -169,27 +169,46 @@ def _notes_section(notes: list[tables.Note]) -> tuple[str, str]:
 
 
 def _figures_section(results: list[figs.FigureResult], out_dir: Path) -> tuple[str, str]:
+    """The written figures (the paper's first, then the diagnostics), then those not drawn:
+    "not run yet" (no artifacts; nothing stands in for them) and any that failed."""
     md = ["## Figures", ""]
     out = ['<section id="figures">', "<h2>Figures</h2>"]
-    pending = []
-    for result in results:
-        if result.status == figs.WRITTEN and result.path is not None:
+    written = [r for r in results if r.status == figs.WRITTEN and r.path is not None]
+    groups = (("The paper's figures", [r for r in written if r.spec.paper]),
+              ("Diagnostics: training curves and codes", [r for r in written if not r.spec.paper]))
+    for heading, group in groups:
+        if not group:
+            continue
+        md += [f"### {heading}", ""]
+        out.append(f"<h3>{html.escape(heading)}</h3>")
+        for result in group:
             rel = result.path.relative_to(out_dir).as_posix()
             md += [f"![{result.spec.title}]({rel})", "", f"*{result.caption}*", ""]
             out.append(f'<figure id="fig-{html.escape(result.spec.key)}">'
                        f'<img src="{html.escape(rel)}" alt="{html.escape(result.spec.title)}">'
                        f"<figcaption>{html.escape(result.caption)}</figcaption></figure>")
-        else:
-            ref = result.spec.paper or result.spec.key
-            pending.append(f"{ref}: {result.spec.title} (grid {result.spec.grid}): "
-                           f"{result.status}")
-    if pending:
-        md += ["Figures without artifacts yet (not drawn; nothing stands in for them):", ""]
-        md += [f"- {p}" for p in pending] + [""]
-        out += ["<h3>Not run yet</h3>", '<ul class="pending">']
-        out += [f"<li>{html.escape(p)}</li>" for p in pending] + ["</ul>"]
+    not_run = [r for r in results if r.status == figs.NOT_RUN_YET]
+    failed = [r for r in results if r not in written and r not in not_run]
+    for heading, intro, group in (
+            ("Not run yet", "Figures without artifacts yet (not drawn; nothing stands in for "
+             "them):", not_run),
+            ("Not drawn", "Figures whose artifacts exist but could not be drawn:", failed)):
+        if not group:
+            continue
+        lines = [_pending_line(r) for r in group]
+        md += [f"### {heading}", "", intro, ""] + [f"- {line}" for line in lines] + [""]
+        out += [f"<h3>{heading}</h3>", f"<p>{html.escape(intro)}</p>", '<ul class="pending">']
+        out += [f"<li>{html.escape(line)}</li>" for line in lines] + ["</ul>"]
     out.append("</section>")
     return "\n".join(md), "\n".join(out)
+
+
+def _pending_line(result: figs.FigureResult) -> str:
+    spec = result.spec
+    grids = " or ".join((spec.grid, *spec.fallback))
+    cell = ", ".join(f"{k}={v}" for k, v in spec.filters.items())
+    where = f"grid {grids}" + (f", cell {cell}" if cell else "")
+    return f"{spec.paper or spec.key}: {spec.title} ({where}): {result.status}"
 
 
 def markdown_for_grid(results_dir: str | os.PathLike, grid: str) -> str:
