@@ -46,6 +46,7 @@ DEFAULT_FLOORS = {
 # unchanged log-likelihood is not a regression (parzen_ll catches one that matters).
 SKIP_BY_DEFAULT = ("parzen_sigma",)
 _NOT_FILTERS = {"seed", "grid", "profile"}
+_ALWAYS_FILTERS = ("variant", "dataset", "prior")
 
 
 class BaselineError(ValueError):
@@ -61,8 +62,10 @@ def _varying_fields(rows: pd.DataFrame) -> list[str]:
     """Config fields that differ between the trials of a grid (besides seed): the filters that
     separate its cells (e.g. dataset, labels)."""
     trials = rows.drop_duplicates("trial_id")
+    # What a cell is (variant, data set, prior) is always a filter, so that a run holding more
+    # cells of the grid than the baseline (e.g. TFD beside MNIST) is compared cell by cell.
     return [c for c in CONFIG_FIELDS if c in trials.columns and c not in _NOT_FILTERS
-            and trials[c].astype(str).nunique() > 1]
+            and (c in _ALWAYS_FILTERS or trials[c].astype(str).nunique() > 1)]
 
 
 def _plain(value):

@@ -23,7 +23,7 @@ def mnist(mnist_dir):
 
 def run_grid(directory, mnist, **change):
     # threads=1: the runner's default per trial, and what the baseline was made with.
-    for config in grid_configs("table1", "smoke", 3):
+    for config in grid_configs("table1", "smoke", 3, ("mnist",)):
         results.append_rows(directory, "table1",
                             run_trial(dataclasses.replace(config, **change), data=mnist, threads=1))
 
@@ -39,6 +39,16 @@ def test_gate_fails_on_a_planted_learning_rate_change(tmp_path, mnist):
     code, text = regress.check(BASELINE, tmp_path)
     assert code == 1, text
     assert "loss_reconstruction" in text
+
+
+def test_gate_compares_cell_by_cell(tmp_path, mnist):
+    """Rows of another cell of the grid (here MNIST data under a TFD-fold config) are not
+    pooled into the baseline's MNIST cell."""
+    run_grid(tmp_path, mnist)
+    other = dataclasses.replace(grid_configs("table1", "smoke", 1, ("tfd",))[0], z_dim=4)
+    results.append_rows(tmp_path, "table1", run_trial(other, data=mnist, threads=1))
+    code, text = regress.check(BASELINE, tmp_path)
+    assert code == 0, text
 
 
 def test_gate_unusable_input(tmp_path):

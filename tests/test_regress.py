@@ -33,7 +33,8 @@ def test_baseline_contents(baseline):
     ll = entries["parzen_ll"]
     assert ll["expected"] == pytest.approx(-190.0) and ll["std"] == pytest.approx(2.0)
     assert ll["tolerance"] == pytest.approx(6.0)  # max(3 * 2.0, 1.0 floor, 1 % of 190)
-    assert ll["profile"] == "smoke" and ll["seeds"] == [0, 1, 2] and ll["filters"] == {}
+    assert ll["profile"] == "smoke" and ll["seeds"] == [0, 1, 2]
+    assert ll["filters"] == {"variant": "unsupervised", "dataset": "mnist", "prior": "gaussian"}
     disc = entries["loss_discriminator"]  # no spread: the relative floor applies
     assert disc["std"] == 0 and disc["tolerance"] == pytest.approx(0.013)
 
