@@ -67,6 +67,36 @@ class RandomStreams:
         init, data, prior, evaluation = (int(c.generate_state(1)[0]) for c in children)
         return RandomStreams(init=init, data=data, prior=prior, evaluation=evaluation)
 
+    def for_rank(self, rank: int) -> RandomStreams:
+        """The streams of data-parallel rank `rank`: weight init and data order are shared by
+        every rank (same weights, same epoch permutation, sharded); prior draws and noise are
+        the rank's own. Rank 0 keeps the trial's streams, so its draws match a 1-worker run."""
+        if rank == 0:
+            return self
+        prior, evaluation = (int(np.random.SeedSequence([s, rank]).generate_state(1)[0])
+                             for s in (self.prior, self.evaluation))
+        return RandomStreams(init=self.init, data=self.data, prior=prior, evaluation=evaluation)
+
+    def labelled(self, rank: int) -> int:
+        """Data parallel only: the seed of rank `rank`'s labelled-minibatch draws (with one
+        worker they come from the data stream, as they always have)."""
+        return int(np.random.SeedSequence([self.data, rank, 1]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Which part of every minibatch this process trains on. Data parallel: the epoch's seeded
+    permutation is the same on every rank; each global minibatch (batch_size examples, the
+    paper's 100) is split over the ranks by stride, so the ranks' shards of a step together are
+    exactly the minibatch a single worker would see and the averaged gradient is the same."""
+
+    rank: int = 0
+    world: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"rank must be in 0..{self.world - 1}; got {self.rank}")
+
 
 def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
@@ -152,6 +182,11 @@ def prepare(accelerator, net: nn.Module, opts: dict) -> None:
         setattr(net, name, accelerator.prepare(child))
     for name in list(opts):
         opts[name] = accelerator.prepare(opts[name])
+    if accelerator.num_processes > 1:
+        # Parameters of the parent itself (Section 7's cluster heads) belong to no DDP wrapper:
+        # average their gradients over the ranks by hand, or the ranks would drift apart.
+        for param in net.parameters(recurse=False):
+            param.register_hook(lambda grad: accelerator.reduce(grad.contiguous(), "mean"))
 
 
 # -- the phases -------------------------------------------------------------------------
@@ -200,6 +235,9 @@ def head_penalty(heads: torch.Tensor, threshold: float) -> torch.Tensor:
     """
     distances = torch.cdist(heads, heads)  # (K, K)
     upper = torch.triu(torch.ones_like(distances, dtype=torch.bool), diagonal=1)
+    # Two heads that coincide exactly get no push (the cost is symmetric in them, so its
+    # gradient vanishes there); the heads start from a continuous random init, where that has
+    # probability zero.
     return F.relu(threshold - distances[upper]).sum()
 
 
@@ -311,8 +349,15 @@ STEPS = {
 
 
 def train_epoch(ctx: StepContext, variant: str, data: TrainingData, *, batch_size: int,
-                data_generator: torch.Generator, epoch: int) -> dict[str, float]:
+                data_generator: torch.Generator, epoch: int, shard: Shard = Shard(),
+                labelled_generator: torch.Generator | None = None) -> dict[str, float]:
     """One pass over `data.x` in a seeded random order; returns the mean loss of each phase.
+
+    Data parallel (`shard.world` > 1): this rank trains on its stride of every minibatch (see
+    `Shard`), draws labelled minibatches from `labelled_generator` (its own stream, so the data
+    stream, and with it the next epoch's permutation, stays the same on every rank), and the
+    losses are averaged over the ranks at every step, so that all ranks see the same numbers
+    and stop together when one is not finite.
 
     Raises DivergedError as soon as a loss is not finite, naming the epoch and phase.
     """
@@ -320,17 +365,31 @@ def train_epoch(ctx: StepContext, variant: str, data: TrainingData, *, batch_siz
     order = torch.randperm(n, generator=data_generator)
     step = STEPS[variant]
     device = ctx.accelerator.device
+    distributed = shard.world > 1
+    if distributed and data.labelled_x is not None and labelled_generator is None:
+        raise ValueError("data parallel training with labelled minibatches needs a labelled_generator")
     sums: dict[str, float] = {}
     steps = 0
     for start in range(0, n, batch_size):
         index = order[start:start + batch_size]
+        if distributed:
+            if len(index) < shard.world:
+                # DEVIATION: a last minibatch smaller than the number of workers is dropped
+                # (every rank must take part in every step).
+                break
+            index = index[shard.rank::shard.world]  # (batch_size / world,)
         x = data.x[index].to(device)
         y = data.y[index].to(device) if data.y is not None else None
         if data.labelled_x is not None:
-            pick = torch.randint(0, len(data.labelled_x), (len(index),), generator=data_generator)
+            pick = torch.randint(0, len(data.labelled_x), (len(index),),
+                                 generator=labelled_generator or data_generator)
             losses = step(ctx, x, y, (data.labelled_x[pick].to(device), data.labelled_y[pick].to(device)))
         else:
             losses = step(ctx, x, y)
+        if distributed:
+            names = list(losses)
+            mean = ctx.accelerator.reduce(torch.stack([losses[k].float() for k in names]), "mean")
+            losses = dict(zip(names, mean, strict=True))
         values = {name: float(v) for name, v in losses.items()}
         for name, value in values.items():
             if not math.isfinite(value):

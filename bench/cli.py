@@ -7,6 +7,7 @@ non-zero exit, never a traceback, and nothing is written to results before the i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
 
 
 class UserError(Exception):
@@ -37,9 +39,16 @@ def _add_run(sub) -> None:
                    help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--storage", default=None,
                    help="Ray storage path every node can reach (default <results>/ray)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+    p.add_argument("--cpus-per-trial", type=float, default=1.0,
+                   help="CPUs (and torch threads) of each trial process, or of each worker")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="GPUs of each trial process or worker; a fraction packs trials on a GPU")
     p.add_argument("--max-concurrent", type=int, default=0, help="0 = as many as fit")
+    p.add_argument("--workers-per-trial", type=int, default=1,
+                   help="train each trial data parallel over N Ray Train workers (DDP; the "
+                        "batch size is split over them)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="override the profile's epochs (a different config: new trial ids)")
     p.add_argument("--dataset", action="append", default=[],
                    help="run only this data set's cells (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the trials and exit")
@@ -105,7 +114,12 @@ def cmd_run(args) -> int:
     from bench import grids, runner
 
     configs = grids.grid_configs(args.grid, args.profile, args.seeds, tuple(args.dataset))
-    resources = runner.Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UserError(f"--epochs must be >= 1; got {args.epochs}")
+        configs = [dataclasses.replace(c, epochs=args.epochs) for c in configs]
+    resources = runner.Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent,
+                                 args.workers_per_trial)
     if args.dry_run:
         for c in configs:
             print(f"{c.trial_id}  {c.grid}  {c.profile}  {c.variant}/{c.dataset}/{c.prior}  "
@@ -121,6 +135,12 @@ def cmd_run(args) -> int:
                                address=args.address, resources=resources,
                                command=_command_line())
     print(summary.line())
+    if summary.interrupted:
+        finished = sum(n for s, n in summary.statuses.items() if s != "not run")
+        print(f"aae-bench: sweep interrupted: {finished} of {len(pending)} trials finished; "
+              f"run the same command again to continue (finished trials are kept, unfinished "
+              f"ones continue from their last checkpoint)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not args.no_table:
         from bench import report
 

@@ -20,7 +20,8 @@ KEY = ["trial_id", "metric"]
 # Columns every row has, in this order; config fields follow, then provenance.
 ROW_COLUMNS = [
     "trial_id", "grid", "profile", "seed", "metric", "value", "stderr", "n", "status", "error",
-    "epochs_done", "wall_s", "threads", "workers", "device", "node", "precision_used",
+    "epochs_done", "wall_s", "threads", "workers", "device", "node", "node_id", "node_ip",
+    "resumed_from_epoch", "param_digests", "precision_used",
     "evaluator_version", "data_source", "data_split", "subset_hash",
     "started_at", "finished_at", "command",
 ]

@@ -1,18 +1,35 @@
-"""The sweep runner: Ray Tune wiring only (trials, resources, retries, --address).
+"""The sweep runner: Ray Tune wiring only (trials, resources, retries, resume, --address).
 
-Each grid config becomes one Tune function trial that calls `bench.trial.run_trial`. Rows are
-written by the driver (a Tune callback) the moment a trial reports them, so a finished trial's
-rows survive whatever happens to the rest of the sweep; trials already done are skipped.
+Each grid config becomes one Tune function trial that calls `bench.trial.run_trial`; with
+`workers_per_trial` > 1 the Tune trial instead fits a Ray Train `TorchTrainer` whose workers
+call it data parallel (Accelerate's DDP inside). Rows are written by the driver
+(`bench.progress`) the moment a trial reports them, so a finished trial's rows survive whatever
+happens to the rest of the sweep.
+
+Resume. The rows in results are the truth: a trial whose rows are all `done` never runs again.
+Every Tune experiment a sweep starts is recorded in its directory (`aae_sweep.json`: the grid,
+the results directory, its trial ids, the resources, whether it finished). A sweep whose driver
+died (SIGKILL, Ctrl-C, a lost head node) leaves an unfinished record; the next sweep of the same
+grid into the same results directory restores that experiment with `Tuner.restore`, so its
+unfinished trials continue from their last per-epoch checkpoint and its errored ones are
+resumed, while restored trials whose rows are done meanwhile are told to skip. Trials the old
+experiment does not hold (the grid grew, failures to retry) then run in a new experiment.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
+import hashlib
 import json
 import logging
+import math
 import os
 import signal
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,13 +38,28 @@ from bench.config import TrialConfig, config_from_dict
 
 log = logging.getLogger("aae_bench.runner")
 
+RECORD = "aae_sweep.json"
+RESTORE_MUST_MATCH = ("cpus_per_trial", "gpus_per_trial", "workers_per_trial")
+# A data-parallel trial's Tune process only waits on its Ray Train workers; its token share of
+# a CPU is taken from the workers' requests so that N workers x C CPUs fit in N x C cores
+# (on 2 cores, 1 CPU for the driver + 2 x 1 for the workers deadlocks: see the Ray notes).
+DRIVER_CPU = 0.01
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
 
 @dataclass(frozen=True)
 class Resources:
     cpus_per_trial: float = 1.0
+    """CPUs of each trial process (with several workers: of each worker)."""
     gpus_per_trial: float = 0.0
+    """GPUs of each trial process (each worker); a fraction packs trials onto one GPU."""
     max_concurrent: int = 0
     """0 lets Ray pack as many trials as the resources allow."""
+    workers_per_trial: int = 1
+    """> 1: each trial runs data parallel over this many Ray Train workers (DDP, gloo on CPU)."""
 
     def __post_init__(self) -> None:
         if not self.cpus_per_trial > 0:
@@ -36,12 +68,40 @@ class Resources:
             raise ValueError(f"--gpus-per-trial must be >= 0; got {self.gpus_per_trial}")
         if self.max_concurrent < 0:
             raise ValueError(f"--max-concurrent must be >= 0; got {self.max_concurrent}")
+        if self.workers_per_trial < 1:
+            raise ValueError(f"--workers-per-trial must be >= 1; got {self.workers_per_trial}")
 
     @property
     def threads(self) -> int:
         # Ray sets OMP_NUM_THREADS to the trial's CPU count; we set torch's explicitly too,
         # because losses change bitwise with the thread count (it is recorded in every row).
         return max(1, int(self.cpus_per_trial))
+
+    @property
+    def cpus_of_trial(self) -> float:
+        return self.cpus_per_trial * self.workers_per_trial
+
+    def tune_request(self) -> dict:
+        """What one Tune trial asks Ray for (a data-parallel trial's workers ask separately)."""
+        if self.workers_per_trial == 1:
+            return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
+        return {"cpu": DRIVER_CPU}
+
+    def worker_request(self) -> dict:
+        """What each Ray Train worker of a data-parallel trial asks for."""
+        request = {"CPU": self.cpus_per_trial - DRIVER_CPU / self.workers_per_trial}
+        if self.gpus_per_trial:
+            request["GPU"] = self.gpus_per_trial
+        return request
+
+    def concurrency(self, cluster_cpus: float) -> int | None:
+        """Tune's max_concurrent_trials. Data parallel: never more trials than the cluster can
+        give all their workers at once, or waiting trials hold nothing and time out in Train."""
+        if self.max_concurrent:
+            return self.max_concurrent
+        if self.workers_per_trial > 1:
+            return max(1, math.floor(cluster_cpus / self.cpus_of_trial + 1e-9))
+        return None
 
 
 @dataclass
@@ -50,11 +110,18 @@ class SweepSummary:
     skipped: int
     statuses: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
+    interrupted: bool = False
+    """The driver stopped before every trial finished (Ctrl-C, SIGTERM): run again to continue."""
+
+    @property
+    def unfinished(self) -> int:
+        return self.statuses.get("not run", 0)
 
     def line(self) -> str:
         ran = ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items())) or "none run"
+        stopped = " - interrupted" if self.interrupted else ""
         return (f"{self.total} trials: {self.skipped} already done, {ran} "
-                f"({self.wall_s:.0f} s)")
+                f"({self.wall_s:.0f} s){stopped}")
 
 
 def pending_configs(configs: list[TrialConfig], results_dir: str | os.PathLike) -> list[TrialConfig]:
@@ -65,18 +132,118 @@ def pending_configs(configs: list[TrialConfig], results_dir: str | os.PathLike) 
     return [c for c in configs if c.trial_id not in done]
 
 
+# -- experiment records ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One Tune experiment of a sweep, as recorded in its directory beside Tune's own state."""
+
+    path: Path
+    trial_ids: tuple[str, ...]
+    resources: dict
+    finished: bool
+
+
+def sweep_key(grid: str, results_dir: str | os.PathLike) -> str:
+    """Names every experiment of one grid sweeping into one results directory."""
+    digest = hashlib.sha256(str(Path(results_dir).resolve()).encode()).hexdigest()[:8]
+    return f"{grid}-{digest}"
+
+
+def find_experiments(storage: Path, key: str) -> list[Experiment]:
+    """The recorded experiments of `key` under `storage`, oldest first."""
+    found = []
+    for record in sorted(storage.glob(f"{key}-*/{RECORD}")):
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        found.append(Experiment(record.parent, tuple(data["trial_ids"]), data["resources"],
+                                bool(data["finished"])))
+    return found
+
+
+def start_experiment(storage: Path, key: str, configs: list[TrialConfig], results_dir: Path,
+                     resources: Resources) -> Experiment:
+    """A new experiment directory, recorded (unfinished) before Tune writes anything into it."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = storage / f"{key}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = storage / f"{key}-{stamp}-{n}"
+    path.mkdir(parents=True)
+    experiment = Experiment(path, tuple(c.trial_id for c in configs),
+                            dataclasses.asdict(resources), finished=False)
+    _write_record(experiment, grid=configs[0].grid, results_dir=results_dir)
+    return experiment
+
+
+def mark_finished(experiment: Experiment, why: str = "") -> Experiment:
+    """Nothing left to restore from this experiment (all its trials finished, or superseded)."""
+    record = json.loads((experiment.path / RECORD).read_text())
+    done = dataclasses.replace(experiment, finished=True)
+    _write_record(done, grid=record["grid"], results_dir=record["results_dir"], why=why)
+    return done
+
+
+def _write_record(experiment: Experiment, *, grid: str, results_dir, why: str = "") -> None:
+    record = {"grid": grid, "results_dir": str(results_dir), "trial_ids": list(experiment.trial_ids),
+              "resources": experiment.resources, "finished": experiment.finished, "why": why}
+    tmp = experiment.path / f".{RECORD}.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, experiment.path / RECORD)
+
+
+@contextmanager
+def _exclusive(storage: Path, key: str) -> Iterator[None]:
+    """One driver per (grid, results dir) at a time: two would restore the same experiment."""
+    storage.mkdir(parents=True, exist_ok=True)
+    with open(storage / f".{key}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another aae-bench run is sweeping this grid into these results "
+                             f"(lock {storage / f'.{key}.lock'})") from None
+        yield
+
+
+# -- the trials (they run in Ray worker processes) ---------------------------------------
+
+
+def _where() -> dict:
+    """Which Ray node runs this process: rows record it (one host may hold several nodes)."""
+    import ray
+
+    return {"node_id": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address()}
+
+
 def _trainable(params: dict, data: dict, settings: dict) -> None:
-    """One Tune trial. Runs in a Ray worker process."""
+    """One Tune trial. `data` maps (data set, fold) to object refs of loaded data sets."""
+    import ray
     from ray import tune
 
     from bench.trial import TrialState, load_state, run_trial, save_state
 
     config = config_from_dict(params["config"])
-    checkpoint = tune.get_checkpoint()
+    if config.trial_id in settings["skip"]:
+        # A restored trial whose rows were written after the experiment's last snapshot.
+        tune.report({"completed": True, "skipped": True})
+        return
+    data_ref = data[(config.dataset, config.fold or 0)]
+    if settings["workers"] > 1:
+        _fit_data_parallel(config, data_ref, settings)
+        return
+
     resume: TrialState | None = None
+    checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             resume = load_state(directory)
+    where = _where()
+    tune.report({"started": True, "resumed_from_epoch": resume.epoch if resume else 0, **where})
 
     def on_epoch(state: TrialState, losses: dict) -> None:
         with tempfile.TemporaryDirectory() as directory:
@@ -84,73 +251,69 @@ def _trainable(params: dict, data: dict, settings: dict) -> None:
             tune.report({**losses, "completed": False},
                         checkpoint=tune.Checkpoint.from_directory(directory))
 
-    rows = run_trial(config, data=data[(config.dataset, config.fold or 0)], artifacts_dir=settings["artifacts_dir"],
+    rows = run_trial(config, data=ray.get(data_ref), artifacts_dir=settings["artifacts_dir"],
                      threads=settings["threads"], cpu=settings["cpu"], resume=resume,
-                     on_epoch=on_epoch, command=settings["command"])
+                     on_epoch=on_epoch, command=settings["command"], node=where)
     tune.report({"completed": True, "rows": json.dumps(rows)})
 
 
-def _callback_class():
-    from ray import tune
+def _fit_data_parallel(config: TrialConfig, data_ref, settings: dict) -> None:
+    """The Tune side of a data-parallel trial: a TorchTrainer (Train V2 inside a Tune function).
 
-    class RowWriter(tune.Callback):
-        """Driver side: append a trial's rows as soon as it reports them; show progress."""
+    Its Train run is named after the trial inside this experiment, so a retried or restored
+    trial finds that run's checkpoints and its workers continue from the latest one.
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
 
-        def __init__(self, results_dir: Path, total: int):
-            self.results_dir, self.total = results_dir, total
-            self.statuses: dict[str, int] = {}
-            self.start = time.perf_counter()
-
-        def _finished(self) -> int:
-            return sum(self.statuses.values())
-
-        def on_trial_start(self, iteration, trials, trial, **info):
-            cfg = trial.config["config"]
-            print(f"[start] {cfg['grid']} seed {cfg['seed']} trial {_short(trial)}", flush=True)
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            cfg = trial.config["config"]
-            if "rows" in result:
-                rows = json.loads(result["rows"])
-                path = results.append_rows(self.results_dir, cfg["grid"], rows)
-                status = rows[0]["status"] if rows else "error"
-                self.statuses[status] = self.statuses.get(status, 0) + 1
-                main = next((r for r in rows if r["metric"] in ("parzen_ll",)), rows[0] if rows else {})
-                print(f"[{status}] trial {_short(trial)} seed {cfg['seed']}: "
-                      f"{main.get('metric', '')} = {main.get('value', float('nan')):.2f} "
-                      f"-> {path} ({self._finished()}/{self.total} finished, "
-                      f"{time.perf_counter() - self.start:.0f} s)", flush=True)
-            elif "epoch" in result:
-                print(f"[epoch] trial {_short(trial)} {result['epoch']}/{cfg['epochs']} "
-                      f"recon {result['loss_reconstruction']:.3f} disc "
-                      f"{result['loss_discriminator']:.3f} gen {result['loss_generator']:.3f} "
-                      f"({result['seconds']:.1f} s)", flush=True)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            cfg = dict(trial.config["config"])
-            config = config_from_dict(cfg)
-            message = _error_message(trial)
-            row = {"trial_id": config.trial_id, "grid": config.grid, "profile": config.profile,
-                   "seed": config.seed, "metric": "parzen_ll", "value": float("nan"),
-                   "status": "error", "error": message, **config.as_dict()}
-            results.append_rows(self.results_dir, config.grid, [row])
-            self.statuses["error"] = self.statuses.get("error", 0) + 1
-            print(f"[error] trial {_short(trial)} seed {config.seed}: {message}", flush=True)
-
-    return RowWriter
+    TorchTrainer(
+        _train_worker,
+        train_loop_config={"config": config.as_dict(), "data": data_ref, "settings": settings},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=settings["workers"], use_gpu=not settings["cpu"],
+            resources_per_worker=settings["worker_request"]),
+        run_config=ray.train.RunConfig(
+            name=config.trial_id, storage_path=settings["train_storage"],
+            callbacks=[TuneReportCallback()],  # rank 0's reports become the Tune trial's
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
+    ).fit()
 
 
-def _short(trial) -> str:
-    return trial.config["config"].get("trial_id", trial.trial_id)
+def _train_worker(loop: dict) -> None:
+    """One rank of a data-parallel trial (a Ray Train worker). Every rank reports at the same
+    points (Train expects it); rank 0 alone attaches checkpoints and rows."""
+    import ray
+    import ray.train
+
+    from bench.trial import TrialState, load_state, run_trial, save_state
+
+    config, settings = config_from_dict(loop["config"]), loop["settings"]
+    resume: TrialState | None = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            resume = load_state(directory)
+    where = _where()
+    ray.train.report({"started": True, "resumed_from_epoch": resume.epoch if resume else 0, **where})
+
+    def on_epoch(state: TrialState | None, losses: dict) -> None:
+        if state is None:
+            ray.train.report({**losses, "completed": False})
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            save_state(state, directory)
+            ray.train.report({**losses, "completed": False},
+                             checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+    rows = run_trial(config, data=ray.get(loop["data"]), artifacts_dir=settings["artifacts_dir"],
+                     threads=settings["threads"], cpu=settings["cpu"], resume=resume,
+                     on_epoch=on_epoch, command=settings["command"], node=where,
+                     workers=settings["workers"])
+    ray.train.report({"completed": True, "rows": json.dumps(rows)})
 
 
-def _error_message(trial) -> str:
-    try:
-        text = Path(trial.error_file).read_text() if trial.error_file else ""
-    except OSError:
-        text = ""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else "trial failed (see Ray logs)"
+# -- the driver --------------------------------------------------------------------------
 
 
 def _prepare_environment() -> None:
@@ -161,6 +324,31 @@ def _prepare_environment() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    # The classic reporter at verbose=0 prints nothing; the new one prints a header box and a
+    # TensorBoard hint. Our own lines (bench.progress) say what happens.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def _connect(address: str | None) -> None:
+    import ray
+
+    init_args = {"include_dashboard": False, "log_to_driver": False,
+                 "configure_logging": True, "logging_level": logging.WARNING}
+    if address is None:
+        init_args["num_cpus"] = os.cpu_count()
+    # A local Ray turns token auth on and says so at every start. (Setting RAY_AUTH_MODE here
+    # instead would not do: Ray caches the mode at import, and a mismatch fails ray.init.)
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+        lambda record: not record.getMessage().startswith("Token authentication is enabled"))
+    # After Ctrl-C Tune suggests calling Tuner.restore; our user runs the same command again.
+    logging.getLogger("ray.tune.tune").addFilter(
+        lambda record: "Resume experiment with" not in record.getMessage())
+    try:
+        ray.init(address=address, **init_args)
+    except ConnectionError as exc:
+        raise ValueError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]} "
+                         f"(a token-auth cluster needs RAY_AUTH_MODE=token here too)") from None
 
 
 def run_sweep(
@@ -176,8 +364,9 @@ def run_sweep(
     """Run every pending config as a Ray Tune trial; rows go to `results_dir` as trials finish.
 
     `address` None starts Ray locally (or joins RAY_ADDRESS if it is set); an address joins that
-    cluster. `data` maps (data set name, fold) to loaded `aae_core.datasets.Dataset`s (loaded
-    and verified by the caller before anything runs).
+    cluster, and `storage` must then be a path every node can reach (default <results>/ray).
+    `data` maps (data set name, fold) to loaded `aae_core.datasets.Dataset`s (loaded and
+    verified by the caller before anything runs).
     """
     t0 = time.perf_counter()
     results_dir = Path(results_dir).resolve()
@@ -185,50 +374,189 @@ def run_sweep(
     summary = SweepSummary(total=len(configs), skipped=len(configs) - len(todo))
     if not todo:
         return summary
+    if len({c.grid for c in todo}) > 1:
+        raise ValueError("one grid per sweep")
+    grid = todo[0].grid
+    _check_divisible(todo, resources)
+    if storage and "://" in storage:
+        # Experiment records and the lock live beside Tune's state: a shared file system
+        # (NFS) works on every node, an object-store URI would need another code path.
+        raise ValueError(f"--storage must be a directory every node can reach (e.g. on NFS); "
+                         f"got {storage}")
+    storage_path = Path(os.path.abspath(storage or results_dir / "ray"))
+    key = sweep_key(grid, results_dir)
 
     _prepare_environment()
     import ray
-    from ray import tune
 
     address = address or os.environ.get("RAY_ADDRESS") or None
-    init_args = {"include_dashboard": False, "log_to_driver": False,
-                 "configure_logging": True, "logging_level": logging.WARNING}
-    if address is None:
-        init_args["num_cpus"] = os.cpu_count()
-    ray.init(address=address, **init_args)
-    # Ray's own SIGTERM handler dies without saving state; SIGUSR1 makes Tune stop cleanly.
-    # Installed after ray.init (which would overwrite it) and restored afterwards.
-    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGUSR1))
-    try:
-        _check_resources(ray.cluster_resources(), resources)
-        storage_path = os.path.abspath(storage or results_dir / "ray")
-        settings = {"artifacts_dir": str(results_dir / "artifacts" / todo[0].grid),
-                    "threads": resources.threads, "cpu": resources.gpus_per_trial == 0,
-                    "command": command}
-        trainable = tune.with_resources(
-            tune.with_parameters(_trainable, data=data, settings=settings),
-            {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
+    with _exclusive(storage_path, key):
+        _connect(address)
+        # Ray's own SIGTERM handler dies without saving state; SIGUSR1 makes Tune stop cleanly.
+        # Installed after ray.init (which would overwrite it) and restored afterwards.
+        previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGUSR1))
+        try:
+            cluster = ray.cluster_resources()
+            _check_resources(cluster, resources)
+            refs = {k: ray.put(v) for k, v in data.items()}
+            sweep = _Sweep(todo, refs, results_dir, storage_path, key, resources,
+                           resources.concurrency(cluster.get("CPU", 0)), command)
+            summary.interrupted = sweep.run()
+        finally:
+            ray.shutdown()
+            signal.signal(signal.SIGTERM, previous)
+    summary.statuses = _statuses(results_dir, todo)
+    summary.interrupted = summary.interrupted or summary.unfinished > 0
+    summary.wall_s = time.perf_counter() - t0
+    return summary
+
+
+@dataclass
+class _Sweep:
+    """One driver's work: restore what an earlier driver left unfinished, then run the rest."""
+
+    todo: list[TrialConfig]
+    data: dict
+    results_dir: Path
+    storage: Path
+    key: str
+    resources: Resources
+    concurrency: int | None
+    command: str
+
+    def run(self) -> bool:
+        """True if interrupted."""
+        from ray import tune
+
+        grid = self.todo[0].grid
+        before = _row_stamps(self.results_dir, grid)
+        wanted = {c.trial_id for c in self.todo}
+        ran: set[str] = set()  # trials that wrote rows during this sweep: not run twice in it
+        for experiment in find_experiments(self.storage, self.key):
+            if experiment.finished:
+                continue
+            pending = {c.trial_id for c in pending_configs(self.todo, self.results_dir)}
+            claim = set(experiment.trial_ids) & (pending - ran)
+            why = self._why_not_restore(experiment, claim)
+            if why:
+                say(f"[sweep] not restoring {experiment.path.name}: {why}")
+                mark_finished(experiment, why)
+                continue
+            say(f"[sweep] restoring {experiment.path.name}: {len(claim)} of its "
+                f"{len(experiment.trial_ids)} trials are not done; they continue from their "
+                f"last checkpoints")
+            tuner = tune.Tuner.restore(str(experiment.path), trainable=self._trainable(
+                experiment, skip=set(experiment.trial_ids) - claim), resume_errored=True)
+            interrupted = self._fit(tuner, claim & wanted)
+            ran |= _changed(before, _row_stamps(self.results_dir, grid))
+            if interrupted:
+                return True
+            mark_finished(experiment, "fit returned")
+
+        rest = [c for c in pending_configs(self.todo, self.results_dir) if c.trial_id not in ran]
+        if not rest:
+            return False
+        experiment = start_experiment(self.storage, self.key, rest, self.results_dir, self.resources)
+        say(f"[sweep] {grid}: {len(rest)} trials to run"
+            f"{f', {self.concurrency} at a time' if self.concurrency else ''} "
+            f"-> {self.results_dir} (Ray experiment {experiment.path})")
         tuner = tune.Tuner(
-            trainable,
+            self._trainable(experiment, skip=set()),
             param_space={"config": tune.grid_search([c.as_dict() | {"trial_id": c.trial_id}
-                                                     for c in todo])},
+                                                     for c in rest])},
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=resources.max_concurrent or None,
+                max_concurrent_trials=self.concurrency,
                 trial_dirname_creator=lambda t: f"{t.config['config']['trial_id']}",
-                reuse_actors=False),
+                reuse_actors=self._reuse_actors(rest)),
             run_config=tune.RunConfig(
-                name=f"{todo[0].grid}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage_path,
-                verbose=0, callbacks=[_callback_class()(results_dir, len(todo))],
+                name=experiment.path.name, storage_path=str(self.storage), verbose=0,
+                callbacks=[_callback(self.key)],
                 failure_config=tune.FailureConfig(max_failures=2),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
-        tuner.fit()
-    finally:
-        ray.shutdown()
-        signal.signal(signal.SIGTERM, previous)
-    summary.statuses = _statuses(results_dir, todo)
-    summary.wall_s = time.perf_counter() - t0
-    return summary
+        interrupted = self._fit(tuner, {c.trial_id for c in rest})
+        if not interrupted:
+            mark_finished(experiment, "fit returned")
+        return interrupted
+
+    def _reuse_actors(self, configs: list[TrialConfig]) -> bool:
+        """A new process per trial costs ~2 s of a slot plus torch's import; a reused one ~0.1 s.
+        Accelerate keeps one state per process, which a later trial may only re-create with the
+        same settings: reuse when every trial has the same precision, and never for
+        data-parallel trials (their Tune process only waits on Ray Train)."""
+        return self.resources.workers_per_trial == 1 and len({c.precision for c in configs}) == 1
+
+    def _why_not_restore(self, experiment: Experiment, claim: set[str]) -> str:
+        from ray import tune
+
+        if not claim:
+            return "all its trials are done"
+        # What changes a trial's numbers (threads) or its shape (workers); not max_concurrent.
+        mine = dataclasses.asdict(self.resources)
+        if any(experiment.resources.get(k) != mine[k] for k in RESTORE_MUST_MATCH):
+            return f"it ran with other resources ({experiment.resources})"
+        if not tune.Tuner.can_restore(str(experiment.path)):
+            return "Tune saved no state for it (its driver died at the start)"
+        return ""
+
+    def _trainable(self, experiment: Experiment, skip: set[str]):
+        from ray import tune
+
+        settings = {"artifacts_dir": str(self.results_dir / "artifacts" / self.todo[0].grid),
+                    "threads": self.resources.threads, "cpu": self.resources.gpus_per_trial == 0,
+                    "command": self.command, "skip": frozenset(skip),
+                    "workers": self.resources.workers_per_trial,
+                    "worker_request": self.resources.worker_request(),
+                    "train_storage": str(experiment.path / "train")}
+        # The same function, wrapped the same way, for a new and for a restored experiment
+        # (Tuner.restore checks the trainable's name).
+        return tune.with_resources(tune.with_parameters(_trainable, data=self.data, settings=settings),
+                                   self.resources.tune_request())
+
+    def _fit(self, tuner, expected: set[str]) -> bool:
+        """Run a Tune experiment with a live Progress; True if it stopped early."""
+        from bench import progress
+
+        by_id = {c.trial_id: c for c in self.todo}
+        progress.LIVE[self.key] = progress.Progress(self.results_dir, {
+            tid: (_label(by_id[tid]), by_id[tid].epochs) for tid in expected if tid in by_id})
+        try:
+            result_grid = tuner.fit()
+        finally:
+            progress.LIVE.pop(self.key, None)
+        return bool(_unfinished(result_grid))
+
+
+def _callback(key: str):
+    from bench import progress
+
+    return progress.SweepCallback(key)
+
+
+def _label(config: TrialConfig) -> str:
+    fold = f" fold {config.fold}" if config.fold is not None else ""
+    return f"{config.variant}/{config.dataset}{fold} seed {config.seed}"
+
+
+def _unfinished(result_grid) -> list[str]:
+    """Trials of a Tune run that neither completed nor failed for good. Ctrl-C makes fit()
+    return as if all was well; this is how we tell."""
+    unfinished = []
+    for result in result_grid:
+        if result.error is None and not (result.metrics or {}).get("completed"):
+            unfinished.append(((result.config or {}).get("config") or {}).get("trial_id", "?"))
+    return unfinished
+
+
+def _row_stamps(results_dir: Path, grid: str) -> dict[str, str]:
+    frame = results.read_rows(results_dir, grid)
+    if frame.empty or "finished_at" not in frame.columns:
+        return {}
+    return frame.groupby("trial_id")["finished_at"].agg(lambda s: "|".join(map(str, s))).to_dict()
+
+
+def _changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {tid for tid, stamp in after.items() if before.get(tid) != stamp}
 
 
 def _statuses(results_dir: Path, configs: list[TrialConfig]) -> dict[str, int]:
@@ -247,11 +575,22 @@ def _statuses(results_dir: Path, configs: list[TrialConfig]) -> dict[str, int]:
     return counts
 
 
+def _check_divisible(configs: list[TrialConfig], resources: Resources) -> None:
+    # Data parallel: each rank takes batch_size / workers examples of every minibatch.
+    n = resources.workers_per_trial
+    bad = sorted({c.batch_size for c in configs if c.batch_size % n})
+    if bad:
+        raise ValueError(f"--workers-per-trial {n} must divide the batch size; got batch sizes {bad}")
+
+
 def _check_resources(available: dict, resources: Resources) -> None:
     # Tune leaves trials PENDING forever when a request cannot be met: refuse up front.
-    if resources.gpus_per_trial > 0 and available.get("GPU", 0) < resources.gpus_per_trial:
+    gpus = resources.gpus_per_trial * resources.workers_per_trial
+    if gpus > 0 and available.get("GPU", 0) < gpus:
         raise ValueError(f"--gpus-per-trial {resources.gpus_per_trial} but the Ray cluster has "
                          f"{available.get('GPU', 0)} GPUs")
-    if available.get("CPU", 0) < resources.cpus_per_trial:
-        raise ValueError(f"--cpus-per-trial {resources.cpus_per_trial} but the Ray cluster has "
-                         f"{available.get('CPU', 0)} CPUs")
+    if available.get("CPU", 0) < resources.cpus_of_trial - 1e-9:
+        what = (f"--cpus-per-trial {resources.cpus_per_trial}" if resources.workers_per_trial == 1
+                else f"--workers-per-trial {resources.workers_per_trial} x --cpus-per-trial "
+                     f"{resources.cpus_per_trial}")
+        raise ValueError(f"{what} but the Ray cluster has {available.get('CPU', 0)} CPUs")

@@ -9,6 +9,8 @@ selection reads the validation split only, and the test split is read once, at t
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import math
 import os
@@ -156,11 +158,19 @@ def run_trial(
     on_epoch: Callable[[TrialState, dict], None] | None = None,
     command: str = "",
     workers: int = 1,
+    node: dict | None = None,
 ) -> list[dict]:
     """Train and evaluate one config; return its rows (status done, or diverged with the reason).
 
     `on_epoch(state, losses)` is called after every epoch (the runner checkpoints there);
-    `resume` continues from such a state. Errors other than divergence propagate.
+    `resume` continues from such a state. Errors other than divergence propagate. `node`
+    (e.g. the Ray node id and IP) goes into every row.
+
+    Data parallel: the same call runs on every rank of a torch.distributed group (Ray Train
+    sets RANK / WORLD_SIZE, Accelerate picks them up). Each rank trains on its shard of every
+    minibatch (`training.Shard`); `on_epoch` is called on every rank, with the state on rank 0
+    only (holding every rank's random streams) and None elsewhere; only rank 0 evaluates and
+    returns rows, the others return [].
     """
     from accelerate import Accelerator
 
@@ -170,19 +180,26 @@ def run_trial(
     if data is None:
         data = datasets.load(config.dataset, data_dir, fold=config.fold or 0)
     accelerator = Accelerator(cpu=cpu, mixed_precision=config.precision)
-    streams = training.RandomStreams.from_seed(config.seed)
+    if threads:  # again: a multi-process Accelerator sets its own thread count
+        torch.set_num_threads(threads)
+    shard = training.Shard(accelerator.process_index, accelerator.num_processes)
+    base_streams = training.RandomStreams.from_seed(config.seed)
+    streams = base_streams.for_rank(shard.rank)
     parts = build(config, data)
     net, opts = parts.net, parts.opts
     gens = {"data": training.generator(streams.data), "prior": training.generator(streams.prior),
             "noise": training.generator(streams.evaluation + 1)}
+    if shard.world > 1:
+        gens["labelled"] = training.generator(base_streams.labelled(shard.rank))
     curve: list[dict] = []
     first_epoch, best = 0, None
     if resume is not None:
         net.load_state_dict(resume.model)
         for name, opt_state in resume.optimizers.items():
             opts[name].load_state_dict(opt_state)
-        for name, gen_state in resume.generators.items():
-            gens[name].set_state(gen_state)
+        for name, gen_state in _rank_generators(resume.generators, shard.rank).items():
+            if name in gens:
+                gens[name].set_state(gen_state)
         curve, first_epoch, best = list(resume.curve), resume.epoch, resume.best
     training.prepare(accelerator, net, opts)
     ctx = training.StepContext(accelerator, net, opts, parts.priors, parts.settings,
@@ -192,8 +209,9 @@ def run_trial(
 
     context = {
         "trial_id": config.trial_id, "grid": config.grid, "profile": config.profile,
-        "seed": config.seed, "threads": torch.get_num_threads(), "workers": workers,
-        "device": str(accelerator.device), "node": socket.gethostname(),
+        "seed": config.seed, "threads": torch.get_num_threads(),
+        "workers": max(workers, shard.world), "resumed_from_epoch": first_epoch,
+        "device": str(accelerator.device), "node": socket.gethostname(), **(node or {}),
         "precision_used": str(accelerator.mixed_precision),
         "evaluator_version": metrics.METRICS_VERSION, "data_source": data.source,
         "data_split": data.split, "subset_hash": parts.subset_hash, "started_at": started,
@@ -213,9 +231,10 @@ def run_trial(
             t_epoch = time.perf_counter()
             losses = training.train_epoch(ctx, config.variant, parts.data,
                                           batch_size=config.batch_size,
-                                          data_generator=gens["data"], epoch=epoch)
+                                          data_generator=gens["data"], epoch=epoch, shard=shard,
+                                          labelled_generator=gens.get("labelled"))
             losses = {"epoch": epoch + 1, **losses, "seconds": round(time.perf_counter() - t_epoch, 3)}
-            if kind == "classification":
+            if kind == "classification" and shard.rank == 0:
                 # Model selection on the validation split only (never on test).
                 error = validation_error(accelerator, net, data)
                 losses["validation_error"] = error
@@ -226,11 +245,23 @@ def run_trial(
             log.info("trial %s epoch %d/%d %s", config.trial_id, epoch + 1, config.epochs,
                      " ".join(f"{k} {v:.4g}" for k, v in losses.items() if k != "epoch"))
             if on_epoch is not None:
-                on_epoch(TrialState(epoch + 1, list(curve), _state(accelerator, net),
+                generators = _all_generators(gens, shard)  # collective when data parallel
+                state = (TrialState(epoch + 1, list(curve), _state(accelerator, net),
                                     {k: copy.deepcopy(o.state_dict()) for k, o in opts.items()},
-                                    {k: g.get_state() for k, g in gens.items()}, best), losses)
+                                    generators, best) if shard.rank == 0 else None)
+                on_epoch(state, losses)
     except training.DivergedError as exc:
+        if shard.rank != 0:
+            return []
         return rows("diverged", {primary_metric(config): (math.nan, math.nan, 0)}, str(exc))
+
+    digests = _param_digests(accelerator, net, shard)
+    if len(set(digests)) > 1:
+        # DDP that silently skipped an all-reduce would leave the ranks with different models.
+        raise RuntimeError(f"parameters differ across data-parallel ranks: {digests}")
+    if shard.rank != 0:
+        return []
+    context["param_digests"] = json.dumps(digests)
 
     net.eval()
     if kind == "classification" and best is not None:
@@ -247,6 +278,39 @@ def run_trial(
     if artifacts_dir is not None:
         save_artifacts(Path(artifacts_dir) / config.trial_id, accelerator, net, data, curve)
     return rows("done", values)
+
+
+def _rank_generators(states: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    """Rank `rank`'s generator states from a checkpoint (rank r > 0 stored as "name@r")."""
+    if rank == 0:
+        return {k: v for k, v in states.items() if "@" not in k}
+    suffix = f"@{rank}"
+    return {k[: -len(suffix)]: v for k, v in states.items() if k.endswith(suffix)}
+
+
+def _all_generators(gens: dict[str, torch.Generator], shard: training.Shard) -> dict[str, torch.Tensor]:
+    """Every rank's generator states, so that rank 0's checkpoint resumes all of them exactly."""
+    own = {k: g.get_state() for k, g in gens.items()}
+    if shard.world == 1:
+        return own
+    gathered: list = [None] * shard.world
+    torch.distributed.all_gather_object(gathered, own)
+    return {**gathered[0], **{f"{k}@{r}": v for r, states in enumerate(gathered[1:], 1)
+                              for k, v in states.items()}}
+
+
+def _param_digests(accelerator, net: torch.nn.Module, shard: training.Shard) -> list[str]:
+    """sha256 (16 hex) of the trained weights, one per rank (all equal when DDP did its job)."""
+    digest = hashlib.sha256()
+    for key, value in sorted(_state(accelerator, net).items()):
+        digest.update(key.encode())
+        digest.update(value.float().numpy().tobytes())
+    own = digest.hexdigest()[:16]
+    if shard.world == 1:
+        return [own]
+    gathered: list = [None] * shard.world
+    torch.distributed.all_gather_object(gathered, own)
+    return gathered
 
 
 def _state(accelerator, net: torch.nn.Module) -> dict:

@@ -1,0 +1,193 @@
+"""What the driver does while a sweep runs: trial rows go into results the moment they arrive,
+and the user sees a few lines: which trials run (and where), one line per epoch per trial,
+which are done or failed, and how long the rest should take.
+
+`Progress` is plain Python (tested without a Ray instance); `SweepCallback` feeds it Tune's
+events. Importing this module imports Ray: the runner imports it only when a sweep runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ray import tune
+
+from bench import results
+
+# Tune pickles its callbacks into the experiment; a restored experiment must talk to the sweep
+# that restores it, not to a copy of the one that started it. So the callback holds a key
+# and the live Progress of this driver process is looked up here.
+LIVE: dict[str, Progress] = {}
+
+LOSS_NAMES = {"loss_reconstruction": "recon", "loss_discriminator": "disc",
+              "loss_generator": "gen", "loss_classification": "class",
+              "validation_error": "valid err"}
+
+
+@dataclass
+class TrialProgress:
+    label: str
+    epochs: int
+    done_epochs: int = 0
+    status: str = "pending"  # pending | running | done | diverged | error | skipped
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '3 min 20 s', '2 h 05 min'."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class Progress:
+    """The trials of one Tune run (trial_id -> (label, epochs)) and what has happened to them."""
+
+    def __init__(self, results_dir: str | Path, trials: dict[str, tuple[str, int]],
+                 out: Callable[[str], None] = lambda line: print(line, flush=True),
+                 clock: Callable[[], float] = time.perf_counter):
+        self.results_dir = Path(results_dir)
+        self.trials = {tid: TrialProgress(label, epochs) for tid, (label, epochs) in trials.items()}
+        self.out, self.clock = out, clock
+        self.start_time = clock()
+        self.trained_epochs = 0  # epochs trained by this run (resumed epochs are not counted)
+
+    # -- events ------------------------------------------------------------------------
+
+    def started(self, trial_id: str, where: str = "", resumed_from: int = 0) -> None:
+        trial = self._get(trial_id)
+        trial.status, trial.done_epochs = "running", resumed_from
+        place = f" on {where}" if where else ""
+        frm = f", continuing from epoch {resumed_from} (checkpoint)" if resumed_from else ""
+        self.out(f"[start] {trial_id} {trial.label}{place}{frm}")
+
+    def epoch(self, trial_id: str, result: dict) -> None:
+        trial = self._get(trial_id)
+        trial.status = "running"
+        epoch = int(result["epoch"])
+        self.trained_epochs += max(0, epoch - trial.done_epochs)
+        trial.done_epochs = epoch
+        losses = " ".join(f"{short} {result[key]:.4g}" for key, short in LOSS_NAMES.items()
+                          if key in result)
+        seconds = f" ({result['seconds']:.1f} s)" if "seconds" in result else ""
+        self.out(f"[epoch] {trial_id} {epoch}/{trial.epochs} {losses}{seconds}")
+
+    def rows(self, trial_id: str, grid: str, rows: list[dict]) -> Path:
+        """A trial's rows arrived: write them, then say so."""
+        path = results.append_rows(self.results_dir, grid, rows)
+        trial = self._get(trial_id)
+        trial.status = rows[0]["status"] if rows else "error"
+        main = rows[0] if rows else {}
+        value = main.get("value", math.nan)
+        what = (f"{main.get('metric', '')} = {value:.4g}" if trial.status == "done"
+                else main.get("error", ""))
+        self.out(f"[{trial.status}] {trial_id} {trial.label}: {what} -> {path} ({self.summary()})")
+        return path
+
+    def error(self, trial_id: str, grid: str, row: dict) -> None:
+        """A trial failed for good (Ray's retries used up): an `error` row, never a gap."""
+        results.append_rows(self.results_dir, grid, [row])
+        trial = self._get(trial_id)
+        trial.status = "error"
+        self.out(f"[error] {trial_id} {trial.label}: {row['error']} ({self.summary()})")
+
+    def retry(self, trial_id: str, message: str) -> None:
+        trial = self._get(trial_id)
+        self.out(f"[retry] {trial_id} {trial.label} after: {message} "
+                 f"(from its last checkpoint, epoch {trial.done_epochs})")
+
+    def skipped(self, trial_id: str) -> None:
+        trial = self.trials.get(trial_id)
+        if trial is not None:
+            trial.status = "skipped"
+        self.out(f"[skip] {trial_id}: done already, or not part of this sweep")
+
+    # -- what the user reads -----------------------------------------------------------
+
+    def eta_s(self) -> float | None:
+        """Seconds left: epochs still to train over the epochs per second this run achieved
+        (evaluation and Ray's overhead included, since they take wall time too)."""
+        elapsed = self.clock() - self.start_time
+        if self.trained_epochs == 0 or elapsed <= 0:
+            return None
+        left = sum(t.epochs - t.done_epochs for t in self.trials.values()
+                   if t.status in ("pending", "running"))
+        return left / (self.trained_epochs / elapsed)
+
+    def summary(self) -> str:
+        counts = {"finished": 0, "running": 0, "pending": 0}
+        for t in self.trials.values():
+            key = t.status if t.status in ("running", "pending") else "finished"
+            counts[key] += 1
+        eta, left = self.eta_s(), ""
+        if counts["finished"] < len(self.trials) and eta is not None:
+            left = f", about {duration(eta)} left" if eta >= 1 else ", evaluating"
+        return (f"{counts['finished']}/{len(self.trials)} finished, {counts['running']} running"
+                f"{left}, {duration(self.clock() - self.start_time)} so far")
+
+    def _get(self, trial_id: str) -> TrialProgress:
+        # A restored experiment may hold trials this run did not list (done meanwhile).
+        return self.trials.setdefault(trial_id, TrialProgress(trial_id, 0))
+
+
+def error_row(config: dict, message: str) -> dict:
+    """The row of a trial that raised (after Ray's retries): status error, the reason, the config."""
+    from bench.config import config_from_dict
+    from bench.trial import primary_metric
+
+    cfg = config_from_dict(config)
+    return {"trial_id": cfg.trial_id, "grid": cfg.grid, "profile": cfg.profile, "seed": cfg.seed,
+            "metric": primary_metric(cfg), "value": math.nan, "status": "error", "error": message,
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), **cfg.as_dict()}
+
+
+def _error_message(trial) -> str:
+    try:
+        text = Path(trial.error_file).read_text() if trial.error_file else ""
+    except OSError:
+        text = ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "trial failed (see Ray logs)"
+
+
+class SweepCallback(tune.Callback):
+    """Forwards Tune's events (on the driver) to the live Progress registered under `key`."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def _dispatch(self, trial) -> tuple[Progress | None, str, dict]:
+        config = trial.config["config"]
+        return LIVE.get(self.key), config["trial_id"], config
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        progress, trial_id, config = self._dispatch(trial)
+        if progress is None:
+            return
+        if result.get("skipped"):
+            progress.skipped(trial_id)
+        elif "rows" in result:
+            progress.rows(trial_id, config["grid"], json.loads(result["rows"]))
+        elif result.get("started"):
+            progress.started(trial_id, result.get("node_ip", ""),
+                             int(result.get("resumed_from_epoch", 0)))
+        elif "epoch" in result:
+            progress.epoch(trial_id, result)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        progress, trial_id, _ = self._dispatch(trial)
+        if progress is not None:
+            progress.retry(trial_id, _error_message(trial))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        progress, trial_id, config = self._dispatch(trial)
+        if progress is not None:
+            progress.error(trial_id, config["grid"], error_row(config, _error_message(trial)))
