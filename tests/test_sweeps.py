@@ -210,12 +210,17 @@ def n_done(results_dir: Path) -> int:
     return len(results.done_trial_ids(results_dir, "table1"))
 
 
+# Enough epochs that the trial being killed is still running 3 s after its epoch 3 (a smoke
+# epoch takes about 0.5 s here): with 8, the second trial sometimes finished before the kill.
+EPOCHS_KILLED = 20
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_killed_driver_then_rerun_gives_the_rows_of_an_uninterrupted_sweep(tmp_path, mnist_dir, ray_env):
     results_dir = tmp_path / "results"
     args = ["run", "table1", "--profile", "smoke", "--seeds", "3", "--dataset", "mnist",
-            "--epochs", "8", "--max-concurrent", "1", "--results", str(results_dir),
+            "--epochs", str(EPOCHS_KILLED), "--max-concurrent", "1", "--results", str(results_dir),
             "--data-dir", str(mnist_dir), "--no-table"]
     out = tmp_path / "killed.txt"
     driver = subprocess.Popen([AAE_BENCH, *args], env=ray_env, stdout=open(out, "w"),
@@ -256,13 +261,13 @@ def test_killed_driver_then_rerun_gives_the_rows_of_an_uninterrupted_sweep(tmp_p
     reference = tmp_path / "reference"
     for config in grid_configs("table1", "smoke", 3, ("mnist",)):
         results.append_rows(reference, "table1",
-                            run_trial(dataclasses.replace(config, epochs=8), data=data, threads=1))
+                            run_trial(dataclasses.replace(config, epochs=EPOCHS_KILLED), data=data, threads=1))
     ours = results.read_rows(results_dir, "table1").set_index(["trial_id", "metric"])
     theirs = results.read_rows(reference, "table1").set_index(["trial_id", "metric"])
     assert sorted(ours.index) == sorted(theirs.index)
     pd.testing.assert_series_equal(ours["value"].sort_index(), theirs["value"].sort_index(),
                                    check_exact=True)
-    assert (ours["epochs_done"] == 8).all()
+    assert (ours["epochs_done"] == EPOCHS_KILLED).all()
 
 
 @pytest.mark.ray
