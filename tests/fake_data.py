@@ -13,9 +13,10 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 import scipy.io
 
-from aae_core import datasets
+from aae_core import datasets, files
 
 
 def pattern(i: np.ndarray, c: np.ndarray, h: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -89,3 +90,15 @@ def pin(monkeypatch, family: str, *paths: Path) -> None:
     for path in paths:
         name = path.name.removesuffix(".gz")
         monkeypatch.setitem(datasets.CHECKSUMS[family], name, payload_md5(path))
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    """No test reaches the network or the user's cache: downloads fail the test unless replaced.
+    Import it into a test module to apply it there."""
+
+    def no_network(url, known_hash, dest):
+        pytest.fail(f"test tried to download {url}")
+
+    monkeypatch.setattr(files, "fetch_url", no_network)
+    monkeypatch.setenv("AAE_BENCH_CACHE", str(tmp_path / "cache"))

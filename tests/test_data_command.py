@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_data import pin, write_svhn, write_tfd
+from fake_data import (
+    offline,  # noqa: F401  (autouse: no network, no user cache)
+    pin,
+    write_svhn,
+    write_tfd,
+)
 
 from aae_core import datasets, files
 from aae_core.files import DataError
@@ -14,13 +19,6 @@ from bench import data_command
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    def no_network(url, known_hash, dest):
-        pytest.fail(f"test tried to download {url}")
-
-    monkeypatch.setattr(files, "fetch_url", no_network)
-    monkeypatch.setenv("AAE_BENCH_CACHE", str(tmp_path / "cache"))
 
 
 def test_info_text_on_real_mnist(mnist_dir):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from fake_data import pattern, pin, tfd_folds, tfd_labels, write_svhn, write_tfd
+from fake_data import offline, pattern, pin, tfd_folds, tfd_labels, write_svhn, write_tfd  # noqa: F401 (offline: autouse)
 
 from aae_core import datasets, files
 from aae_core.datasets import DataError, Dataset
@@ -21,15 +21,6 @@ MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 MNIST_TRAIN_COUNTS = [4932, 5678, 4968, 5101, 4859, 4506, 4951, 5175, 4842, 4988]
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """No test reaches the network or the user's cache: downloads fail the test unless replaced."""
-
-    def no_network(url, known_hash, dest):
-        pytest.fail(f"test tried to download {url}")
-
-    monkeypatch.setattr(files, "fetch_url", no_network)
-    monkeypatch.setenv("AAE_BENCH_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")
