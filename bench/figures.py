@@ -210,11 +210,12 @@ def cells(trials: list[TrialArtifact]) -> list[tuple[str, list[TrialArtifact]]]:
 
 
 def _linear_shapes(state: Mapping[str, torch.Tensor], part: str) -> list[tuple[int, int]]:
-    """(out, in) of each Linear layer of `part` (e.g. "decoder"), first to last."""
+    """(out, in) of each linear layer of `part` (e.g. "decoder"), first to last (a saved
+    one-seed model: weights (1, out, in))."""
     prefix = f"{part}.net."
     index = sorted(int(k[len(prefix):].split(".")[0]) for k in state
                    if k.startswith(prefix) and k.endswith(".weight"))
-    return [tuple(state[f"{prefix}{i}.weight"].shape) for i in index]
+    return [tuple(state[f"{prefix}{i}.weight"].shape[-2:]) for i in index]
 
 
 def image_shape(n_pixels: int) -> tuple[int, int, int]:
@@ -231,7 +232,7 @@ def _n_categories(config: TrialConfig, state: Mapping[str, torch.Tensor]) -> int
     """K (classes or clusters) of a saved network, read from the shapes its variant gives it."""
     z = config.z_dim
     if "cluster_heads" in state:
-        return int(state["cluster_heads"].shape[0])
+        return int(state["cluster_heads"].shape[-2])
     if config.variant in CATEGORICAL_VARIANTS:
         return _linear_shapes(state, "encoder")[-1][0] - z  # encoder out: K + z_dim
     if config.variant == "supervised":
@@ -246,9 +247,8 @@ def load_model(trial: TrialArtifact) -> torch.nn.Module:
     state = torch.load(trial.directory / "model.pt", map_location="cpu", weights_only=True)
     config = trial.config
     shape = image_shape(_linear_shapes(state, "decoder")[-1][0])
-    net = models.VARIANTS[config.variant](shape, config.z_dim, config.hidden, config.init_std,
-                                          n_classes=_n_categories(config, state),
-                                          head_init_std=config.head_init_std or 1.0)
+    net = models.VARIANTS[config.variant](shape, config.z_dim, config.hidden, 1,
+                                          n_classes=_n_categories(config, state))
     net.load_state_dict(state)
     return net.eval()
 
@@ -257,7 +257,7 @@ def load_model(trial: TrialArtifact) -> torch.nn.Module:
 def decode(net: torch.nn.Module, codes) -> np.ndarray:
     """Images (N, C, H, W) in [0, 1] that the decoder gives for codes (N, code_dim)."""
     codes = torch.as_tensor(np.asarray(codes, dtype=np.float32))
-    return net.decoder(codes).float().numpy()
+    return net.decoder(codes)[0].float().numpy()  # the model's one seed
 
 
 def _latents(trial: TrialArtifact) -> dict[str, np.ndarray]:
@@ -695,7 +695,7 @@ def plot_dim_reduction(trials: list[TrialArtifact], out: Path, title: str) -> st
         data = _latents(trial)
         state = torch.load(trial.directory / "model.pt", map_location="cpu", weights_only=True)
         xy, how, project = _projection(data["representation"])
-        heads = project(state["cluster_heads"].float().numpy())  # (K, 2)
+        heads = project(state["cluster_heads"][0].float().numpy())  # (K, 2)
         scatter = _scatter(ax, xy, data["y"])
         ax.scatter(heads[:, 0], heads[:, 1], marker="X", s=70, c="k", edgecolors="w",
                    linewidths=0.8)

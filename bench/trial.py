@@ -9,6 +9,7 @@ selection reads the validation split only, and the test split is read once, at t
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -16,7 +17,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,14 +55,18 @@ def primary_metric(config: TrialConfig) -> str:
 
 @dataclass
 class TrialState:
-    """What a checkpoint holds: enough to continue a trial exactly where it stopped."""
+    """What a checkpoint holds: enough to continue a trial (all its seeds) exactly where it stopped.
+
+    `curve[k]` and `best[k]` belong to seed index k of the pack; generator states are keyed
+    "name#k" (and "name#k@r" for data-parallel rank r > 0)."""
 
     epoch: int
-    curve: list[dict]
+    curve: list[list[dict]]
     model: dict
     optimizers: dict[str, dict]
     generators: dict[str, torch.Tensor]
-    best: dict | None = None
+    best: list | None = None
+    diverged: dict[int, str] | None = None
 
 
 def _now() -> str:
@@ -78,9 +83,22 @@ def load_state(directory: str | os.PathLike) -> TrialState:
     return TrialState(**torch.load(Path(directory) / "state.pt", weights_only=True))
 
 
+def as_pack(configs: TrialConfig | Sequence[TrialConfig]) -> tuple[TrialConfig, ...]:
+    """One config, or several that differ in their seed only (trained as one seed-batched model)."""
+    pack = (configs,) if isinstance(configs, TrialConfig) else tuple(configs)
+    if not pack:
+        raise ValueError("a trial needs at least one config")
+    shared = dataclasses.replace(pack[0], seed=0)
+    if any(dataclasses.replace(c, seed=0) != shared for c in pack):
+        raise ValueError("the configs of one trial must differ in their seed only")
+    if len({c.seed for c in pack}) != len(pack):
+        raise ValueError(f"the seeds of one trial must be distinct; got {[c.seed for c in pack]}")
+    return pack
+
+
 @dataclass
 class Parts:
-    """A built model with everything its training needs."""
+    """A built model (all seeds of a pack) with everything its training needs."""
 
     net: torch.nn.Module
     priors: dict
@@ -88,7 +106,7 @@ class Parts:
     rates: dict[str, float]
     settings: training.PhaseSettings
     data: training.TrainingData
-    subset_hash: str
+    subset_hashes: list[str]
     n_classes: int
 
 
@@ -96,14 +114,15 @@ def n_categories(config: TrialConfig, data: datasets.Dataset) -> int:
     return config.clusters if config.clusters is not None else data.n_classes
 
 
-def build(config: TrialConfig, data: datasets.Dataset) -> Parts:
-    """The network, priors, optimizers and training data of a config (weights from the init stream)."""
-    streams = training.RandomStreams.from_seed(config.seed)
-    torch.manual_seed(streams.init)  # the only use of the global stream: weight init
+def build(configs: TrialConfig | Sequence[TrialConfig], data: datasets.Dataset) -> Parts:
+    """The network, priors, optimizers and training data of a config or pack (each seed's
+    weights from its own init stream)."""
+    pack = as_pack(configs)
+    config = pack[0]
     k = n_categories(config, data)
-    net = model.VARIANTS[config.variant](data.image_shape, config.z_dim, config.hidden,
-                                         config.init_std, n_classes=k,
-                                         head_init_std=config.head_init_std or 1.0)
+    net = model.build(config.variant, data.image_shape, config.z_dim, config.hidden,
+                      init_std=config.init_std, n_classes=k, head_init_std=config.head_init_std or 1.0,
+                      init_seeds=[training.RandomStreams.from_seed(c.seed).init for c in pack])
     if config.prior == "gaussian":
         z_prior = priors.Gaussian(config.z_dim, config.prior_std)
     elif config.prior == "mixture":
@@ -122,32 +141,37 @@ def build(config: TrialConfig, data: datasets.Dataset) -> Parts:
     opts = training.make_optimizers(config.variant, net, recon, adversarial, classification)
     settings = training.PhaseSettings(config.recon_reduction, config.input_noise_std or 0.0,
                                       config.head_threshold or 0.0, config.head_penalty or 0.0)
-    train_data, subset = training_data(config, data)
+    train_data, subsets = training_data(pack, data)
     return Parts(net, prior_set, opts, training.base_rates(opts, recon, adversarial, classification),
-                 settings, train_data, subset, k)
+                 settings, train_data, subsets, k)
 
 
-def training_data(config: TrialConfig, data: datasets.Dataset) -> tuple[training.TrainingData, str]:
-    """What the model may see of the training split: images, and labels where the variant uses them."""
+def training_data(configs: TrialConfig | Sequence[TrialConfig],
+                  data: datasets.Dataset) -> tuple[training.TrainingData, list[str]]:
+    """What each seed's model may see of the training split: the images, and labels where the
+    variant uses them (each seed its own labelled subset). Returns the data and, per seed, the
+    hash of its labelled subset ("" when there is none)."""
+    pack = as_pack(configs)
+    config, seeds = pack[0], len(pack)
     n = config.train_examples or len(data.train_x)
     x, y = torch.from_numpy(data.train_x[:n]), data.train_y[:n]
     if config.variant == "supervised":
-        return training.TrainingData(x, torch.from_numpy(y)), ""
+        return training.TrainingData(x, torch.from_numpy(y).expand(seeds, n)), [""] * seeds
     if config.labels is None:
-        return training.TrainingData(x), ""
-    index = (np.arange(n) if config.labels == 0
-             else datasets.labelled_subset(y, config.labels, config.seed, data.n_classes))
-    subset = datasets.subset_hash(index)
+        return training.TrainingData(x), [""] * seeds
+    index = np.stack([np.arange(n) if config.labels == 0
+                      else datasets.labelled_subset(y, config.labels, c.seed, data.n_classes) for c in pack])
+    subsets = [datasets.subset_hash(i) for i in index]
     if config.variant == "label-regularized":
-        visible = np.full(n, -1, dtype=np.int64)  # -1: "unlabelled" (Section 3)
-        visible[index] = y[index]
-        return training.TrainingData(x, torch.from_numpy(visible)), subset
-    labelled = torch.from_numpy(index)
-    return training.TrainingData(x, None, x[labelled], torch.from_numpy(y[index])), subset
+        visible = np.full((seeds, n), -1, dtype=np.int64)  # -1: "unlabelled" (Section 3)
+        for k in range(seeds):
+            visible[k, index[k]] = y[index[k]]
+        return training.TrainingData(x, torch.from_numpy(visible)), subsets
+    return training.TrainingData(x, None, torch.from_numpy(index), torch.from_numpy(y[index])), subsets
 
 
 def run_trial(
-    config: TrialConfig,
+    configs: TrialConfig | Sequence[TrialConfig],
     *,
     data: datasets.Dataset | None = None,
     data_dir: str | None = None,
@@ -160,11 +184,14 @@ def run_trial(
     workers: int = 1,
     node: dict | None = None,
 ) -> list[dict]:
-    """Train and evaluate one config; return its rows (status done, or diverged with the reason).
+    """Train and evaluate one config, or a pack of configs that differ in their seed only (one
+    seed-batched model); return the rows of every seed (status done, or diverged with the
+    reason). Each seed's rows carry its own trial id, the same as when it runs alone.
 
-    `on_epoch(state, losses)` is called after every epoch (the runner checkpoints there);
-    `resume` continues from such a state. Errors other than divergence propagate. `node`
-    (e.g. the Ray node id and IP) goes into every row.
+    `on_epoch(state, losses)` is called after every epoch (the runner checkpoints there;
+    `losses` are averaged over the seeds still training); `resume` continues from such a
+    state. Errors other than divergence propagate. `node` (e.g. the Ray node id and IP) goes
+    into every row.
 
     Data parallel: the same call runs on every rank of a torch.distributed group (Ray Train
     sets RANK / WORLD_SIZE, Accelerate picks them up). Each rank trains on its shard of every
@@ -174,6 +201,8 @@ def run_trial(
     """
     from accelerate import Accelerator
 
+    pack = as_pack(configs)
+    config, seeds = pack[0], len(pack)
     started, t0 = _now(), time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
@@ -183,47 +212,58 @@ def run_trial(
     if threads:  # again: a multi-process Accelerator sets its own thread count
         torch.set_num_threads(threads)
     shard = training.Shard(accelerator.process_index, accelerator.num_processes)
-    base_streams = training.RandomStreams.from_seed(config.seed)
-    streams = base_streams.for_rank(shard.rank)
-    parts = build(config, data)
+    base_streams = [training.RandomStreams.from_seed(c.seed) for c in pack]
+    streams = [s.for_rank(shard.rank) for s in base_streams]
+    parts = build(pack, data)
     net, opts = parts.net, parts.opts
-    gens = {"data": training.generator(streams.data), "prior": training.generator(streams.prior),
-            "noise": training.generator(streams.evaluation + 1)}
+    gens = {"data": [training.generator(s.data) for s in streams],
+            "prior": [training.generator(s.prior) for s in streams],
+            "noise": [training.generator(s.evaluation + 1) for s in streams]}
     if shard.world > 1:
-        gens["labelled"] = training.generator(base_streams.labelled(shard.rank))
-    curve: list[dict] = []
-    first_epoch, best = 0, None
+        gens["labelled"] = [training.generator(s.labelled(shard.rank)) for s in base_streams]
+    curve: list[list[dict]] = [[] for _ in pack]
+    best: list[dict | None] = [None] * seeds
+    first_epoch = 0
+    diverged: dict[int, str] = {}
     if resume is not None:
         net.load_state_dict(resume.model)
         for name, opt_state in resume.optimizers.items():
             opts[name].load_state_dict(opt_state)
-        for name, gen_state in _rank_generators(resume.generators, shard.rank).items():
+        for key, gen_state in _rank_generators(resume.generators, shard.rank).items():
+            name, k = key.split("#")
             if name in gens:
-                gens[name].set_state(gen_state)
-        curve, first_epoch, best = list(resume.curve), resume.epoch, resume.best
+                gens[name][int(k)].set_state(gen_state)
+        curve, first_epoch = [list(c) for c in resume.curve], resume.epoch
+        best, diverged = list(resume.best or best), dict(resume.diverged or {})
     training.prepare(accelerator, net, opts)
     ctx = training.StepContext(accelerator, net, opts, parts.priors, parts.settings,
-                               gens["prior"], gens["noise"])
+                               gens["prior"], gens["noise"], world=shard.world, diverged=diverged)
+    ctx.alive = torch.tensor([k not in diverged for k in range(seeds)], device=accelerator.device)
     schedule = training.StepSchedule(config.lr_decay_epochs, config.lr_decay_factors)
     kind = evaluation_kind(config)
 
-    context = {
-        "trial_id": config.trial_id, "grid": config.grid, "profile": config.profile,
-        "seed": config.seed, "threads": torch.get_num_threads(),
-        "workers": max(workers, shard.world), "resumed_from_epoch": first_epoch,
-        "device": str(accelerator.device), "node": socket.gethostname(), **(node or {}),
+    shared_context = {
+        "grid": config.grid, "profile": config.profile, "threads": torch.get_num_threads(),
+        "workers": max(workers, shard.world), "seeds_per_trial": seeds,
+        "resumed_from_epoch": first_epoch, "device": str(accelerator.device),
+        "node": socket.gethostname(), **(node or {}),
         "precision_used": str(accelerator.mixed_precision),
         "evaluator_version": metrics.METRICS_VERSION, "data_source": data.source,
-        "data_split": data.split, "subset_hash": parts.subset_hash, "started_at": started,
-        "command": command, **config.as_dict(), **provenance.code_version(),
-        **provenance.environment(),
+        "data_split": data.split, "started_at": started, "command": command,
+        **provenance.code_version(), **provenance.environment(),
     }
 
-    def rows(status: str, values: dict[str, tuple[float, float, int]], error: str = "") -> list[dict]:
+    def rows(k: int, status: str, values: dict[str, tuple[float, float, int]], error: str = "") -> list[dict]:
+        c = pack[k]
+        context = {"trial_id": c.trial_id, **shared_context, "seed": c.seed,
+                   "subset_hash": parts.subset_hashes[k], **c.as_dict()}
         finished = {"finished_at": _now(), "wall_s": round(time.perf_counter() - t0, 3),
-                    "epochs_done": len(curve), "status": status, "error": error}
+                    "epochs_done": len(curve[k]), "status": status, "error": error}
         return [{**context, **finished, "metric": name, "value": value, "stderr": stderr, "n": n}
                 for name, (value, stderr, n) in values.items()]
+
+    def diverged_rows(k: int) -> list[dict]:
+        return rows(k, "diverged", {primary_metric(config): (math.nan, math.nan, 0)}, ctx.diverged[k])
 
     try:
         for epoch in range(first_epoch, config.epochs):
@@ -231,29 +271,37 @@ def run_trial(
             t_epoch = time.perf_counter()
             losses = training.train_epoch(ctx, config.variant, parts.data,
                                           batch_size=config.batch_size,
-                                          data_generator=gens["data"], epoch=epoch, shard=shard,
-                                          labelled_generator=gens.get("labelled"))
-            losses = {"epoch": epoch + 1, **losses, "seconds": round(time.perf_counter() - t_epoch, 3)}
+                                          data_generators=gens["data"], epoch=epoch, shard=shard,
+                                          labelled_generators=gens.get("labelled"))
+            seconds = round(time.perf_counter() - t_epoch, 3)
+            live = [k for k in range(seeds) if k not in ctx.diverged]
+            for k in live:
+                curve[k].append({"epoch": epoch + 1, **losses[k], "seconds": seconds})
             if kind == "classification" and shard.rank == 0:
-                # Model selection on the validation split only (never on test).
-                error = validation_error(accelerator, net, data)
-                losses["validation_error"] = error
-                if best is None or error < best["validation_error"]:
-                    best = {"validation_error": error, "epoch": epoch + 1,
-                            "model": _state(accelerator, net)}
-            curve.append(losses)
-            log.info("trial %s epoch %d/%d %s", config.trial_id, epoch + 1, config.epochs,
-                     " ".join(f"{k} {v:.4g}" for k, v in losses.items() if k != "epoch"))
+                # Model selection on the validation split only (never on test), seed by seed.
+                errors = validation_errors(accelerator, net, data)
+                for k in live:
+                    curve[k][-1]["validation_error"] = errors[k]
+                    if best[k] is None or errors[k] < best[k]["validation_error"]:
+                        best[k] = {"validation_error": errors[k], "epoch": epoch + 1,
+                                   "model": _seed_state(_state(accelerator, net), k)}
+            summary = {"epoch": epoch + 1, **_mean_over(curve[k][-1] for k in live), "seconds": seconds}
+            if seeds > 1:
+                summary["seeds_live"] = len(live)
+            log.info("trial %s epoch %d/%d %s", config.trial_id if seeds == 1 else
+                     f"{config.trial_id}+{seeds - 1}", epoch + 1, config.epochs,
+                     " ".join(f"{k} {v:.4g}" for k, v in summary.items() if k != "epoch"))
             if on_epoch is not None:
                 generators = _all_generators(gens, shard)  # collective when data parallel
-                state = (TrialState(epoch + 1, list(curve), _state(accelerator, net),
+                state = (TrialState(epoch + 1, [list(c) for c in curve], _state(accelerator, net),
                                     {k: copy.deepcopy(o.state_dict()) for k, o in opts.items()},
-                                    generators, best) if shard.rank == 0 else None)
-                on_epoch(state, losses)
-    except training.DivergedError as exc:
+                                    generators, list(best), dict(ctx.diverged))
+                         if shard.rank == 0 else None)
+                on_epoch(state, summary)
+    except training.DivergedError:
         if shard.rank != 0:
             return []
-        return rows("diverged", {primary_metric(config): (math.nan, math.nan, 0)}, str(exc))
+        return [row for k in range(seeds) for row in diverged_rows(k)]
 
     digests = _param_digests(accelerator, net, shard)
     if len(set(digests)) > 1:
@@ -261,23 +309,53 @@ def run_trial(
         raise RuntimeError(f"parameters differ across data-parallel ranks: {digests}")
     if shard.rank != 0:
         return []
-    context["param_digests"] = json.dumps(digests)
+    shared_context["param_digests"] = json.dumps(digests)
 
     net.eval()
-    if kind == "classification" and best is not None:
-        _load(accelerator, net, best["model"])
-    values = EVALUATIONS[kind](config, accelerator, net, parts, data, streams)
-    if kind == "classification" and best is not None:
-        values["classification_error_validation"] = (best["validation_error"], math.nan, len(data.valid_x))
-        values["selected_epoch"] = (float(best["epoch"]), math.nan, 0)
-    if config.variant == "dim-reduction":
-        values["dim_reduction_error"] = values[PRIMARY_METRIC[kind]]
-    last = curve[-1] if curve else {}
-    for name in sorted(k for k in last if k.startswith("loss_")):
-        values[name] = (last[name], math.nan, len(parts.data.x))
-    if artifacts_dir is not None:
-        save_artifacts(Path(artifacts_dir) / config.trial_id, accelerator, net, data, curve)
-    return rows("done", values)
+    trained = _state(accelerator, net)
+    out: list[dict] = []
+    for k, c in enumerate(pack):
+        if k in ctx.diverged:
+            out += diverged_rows(k)
+            continue
+        # Seed k on its own (a plain S = 1 model): the evaluations are those of a lone seed.
+        chosen = best[k] if kind == "classification" and best[k] is not None else None
+        alone = seed_model(config, parts, data, chosen["model"] if chosen else _seed_state(trained, k),
+                           accelerator.device)
+        values = EVALUATIONS[kind](c, accelerator, alone, parts, data, streams[k])
+        if chosen is not None:
+            values["classification_error_validation"] = (chosen["validation_error"], math.nan, len(data.valid_x))
+            values["selected_epoch"] = (float(chosen["epoch"]), math.nan, 0)
+        if config.variant == "dim-reduction":
+            values["dim_reduction_error"] = values[PRIMARY_METRIC[kind]]
+        last = curve[k][-1] if curve[k] else {}
+        for name in sorted(m for m in last if m.startswith("loss_")):
+            values[name] = (last[name], math.nan, len(parts.data.x))
+        if artifacts_dir is not None:
+            save_artifacts(Path(artifacts_dir) / c.trial_id, accelerator, alone, data, curve[k])
+        out += rows(k, "done", values)
+    return out
+
+
+def _mean_over(entries) -> dict[str, float]:
+    """The mean of each loss over the seeds' entries of one epoch (what the progress line shows)."""
+    entries = list(entries)
+    names = [m for m in (entries[0] if entries else {}) if m not in ("epoch", "seconds")]
+    return {m: float(np.mean([e[m] for e in entries])) for m in names}
+
+
+def _seed_state(state: dict, k: int) -> dict:
+    """Seed k's slice of a model state, in the layout of a one-seed model (seed dimension 1)."""
+    return {key: value[k:k + 1].clone() for key, value in state.items()}
+
+
+def seed_model(config: TrialConfig, parts: Parts, data: datasets.Dataset, state: dict,
+               device) -> torch.nn.Module:
+    """A one-seed model of `config` holding `state` (a seed's slice), in eval mode."""
+    alone = model.VARIANTS[config.variant](data.image_shape, config.z_dim, config.hidden, 1,
+                                           n_classes=parts.n_classes)
+    alone.load_state_dict(state)
+    return alone.to(device).eval()
 
 
 def _rank_generators(states: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
@@ -288,9 +366,10 @@ def _rank_generators(states: dict[str, torch.Tensor], rank: int) -> dict[str, to
     return {k[: -len(suffix)]: v for k, v in states.items() if k.endswith(suffix)}
 
 
-def _all_generators(gens: dict[str, torch.Generator], shard: training.Shard) -> dict[str, torch.Tensor]:
-    """Every rank's generator states, so that rank 0's checkpoint resumes all of them exactly."""
-    own = {k: g.get_state() for k, g in gens.items()}
+def _all_generators(gens: dict[str, list[torch.Generator]], shard: training.Shard) -> dict[str, torch.Tensor]:
+    """Every rank's generator states ("name#seed index"), so that rank 0's checkpoint resumes
+    all of them exactly."""
+    own = {f"{name}#{k}": g.get_state() for name, per_seed in gens.items() for k, g in enumerate(per_seed)}
     if shard.world == 1:
         return own
     gathered: list = [None] * shard.world
@@ -323,20 +402,8 @@ def _state(accelerator, net: torch.nn.Module) -> dict:
     return state
 
 
-def _load(accelerator, net: torch.nn.Module, state: dict) -> None:
-    for name, child in net.named_children():
-        prefix = f"{name}."
-        accelerator.unwrap_model(child).load_state_dict(
-            {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-    with torch.no_grad():
-        for name, param in net.named_parameters(recurse=False):
-            param.copy_(state[name])
-
-
-# -- evaluations (each returns {metric: (value, stderr, n)}) ---------------------------
-
-
 def class_probabilities(accelerator, net, x: np.ndarray) -> np.ndarray:
+    """q(y|x) of every seed of `net`: (S, N, K)."""
     was_training = net.training
     net.eval()
     probs = training.apply(lambda b: net.code(b)[0], torch.from_numpy(x), accelerator.device)
@@ -344,14 +411,19 @@ def class_probabilities(accelerator, net, x: np.ndarray) -> np.ndarray:
     return probs
 
 
-def validation_error(accelerator, net, data: datasets.Dataset) -> float:
-    return metrics.classification_error(class_probabilities(accelerator, net, data.valid_x), data.valid_y)
+def validation_errors(accelerator, net, data: datasets.Dataset) -> list[float]:
+    """Each seed's classification error on the validation split."""
+    return [metrics.classification_error(p, data.valid_y)
+            for p in class_probabilities(accelerator, net, data.valid_x)]
+
+
+# -- evaluations of one seed (a one-seed model; each returns {metric: (value, stderr, n)}) --
 
 
 def evaluate_parzen(config, accelerator, net, parts: Parts, data, streams) -> dict:
     """Table 1's protocol: sigma chosen on validation images, the test split scored once."""
-    samples = training.generate(net.decoder, parts.priors["z"], config.parzen_samples,
-                                training.generator(streams.evaluation), accelerator.device)
+    samples, = training.generate(net.decoder, parts.priors["z"], config.parzen_samples,
+                                 [training.generator(streams.evaluation)], accelerator.device)
     validation = data.valid_x[: config.parzen_validation].reshape(config.parzen_validation, -1)
     sigma = metrics.select_parzen_sigma(samples, validation, config.parzen_sigmas)
     valid_ll = metrics.parzen_log_likelihood(samples, validation, sigma)
@@ -379,7 +451,7 @@ def evaluate_parzen_large(config, accelerator, net, parts, data, streams, valida
         gen = training.generator(streams.evaluation + 2)
         for start in range(0, config.parzen_samples_large, 10_000):
             n = min(10_000, config.parzen_samples_large - start)
-            yield training.generate(net.decoder, parts.priors["z"], n, gen, accelerator.device)
+            yield training.generate(net.decoder, parts.priors["z"], n, [gen], accelerator.device)[0]
 
     scores = {s: float(np.mean(metrics.parzen_log_likelihood_streaming(chunks(), validation, s)))
               for s in config.parzen_sigmas}
@@ -392,7 +464,7 @@ def evaluate_parzen_large(config, accelerator, net, parts, data, streams, valida
 
 def evaluate_classification(config, accelerator, net, parts, data, streams) -> dict:
     """Table 2: error of argmax q(y|x) on the test split (the model chosen on validation)."""
-    probs = class_probabilities(accelerator, net, data.test_x)
+    probs, = class_probabilities(accelerator, net, data.test_x)
     return {"classification_error": (metrics.classification_error(probs, data.test_y), math.nan,
                                      len(data.test_y))}
 
@@ -401,9 +473,9 @@ def evaluate_clustering(config, accelerator, net, parts, data, streams) -> dict:
     """Table 3: each cluster takes the label of its most confident validation example (the
     paper's rule); also the rules other papers use, under their own names."""
     n_train = config.train_examples or len(data.train_x)
-    p_valid = class_probabilities(accelerator, net, data.valid_x)
-    p_test = class_probabilities(accelerator, net, data.test_x)
-    p_train = class_probabilities(accelerator, net, data.train_x[:n_train])
+    p_valid, = class_probabilities(accelerator, net, data.valid_x)
+    p_test, = class_probabilities(accelerator, net, data.test_x)
+    p_train, = class_probabilities(accelerator, net, data.train_x[:n_train])
     n = len(data.test_y)
     values = {
         "clustering_error": (metrics.clustering_error(p_valid, data.valid_y, p_test, data.test_y), math.nan, n),
@@ -424,7 +496,7 @@ def evaluate_reconstruction(config, accelerator, net, parts, data, streams) -> d
         for i in range(0, len(x), 1000):
             xb = x[i:i + 1000].to(accelerator.device)
             labels = y[i:i + 1000].to(accelerator.device) if config.variant == "supervised" else None
-            errors.append((net.reconstruct(xb, labels).float() - xb).pow(2).flatten(1).sum(1).cpu())
+            errors.append((net.reconstruct(xb, labels)[0].float() - xb).pow(2).flatten(1).sum(1).cpu())
     err = torch.cat(errors).double().numpy()
     return {"reconstruction_error": (float(err.mean()), float(err.std(ddof=1) / math.sqrt(len(err))), len(err))}
 
@@ -434,7 +506,8 @@ EVALUATIONS = {"parzen": evaluate_parzen, "classification": evaluate_classificat
 
 
 def save_artifacts(directory: Path, accelerator, net, data: datasets.Dataset, curve: list[dict]) -> None:
-    """Weights (loadable with weights_only=True), hold-out latents and the training curve."""
+    """A one-seed model's weights (loadable with weights_only=True), hold-out latents and the
+    training curve."""
     import pandas as pd
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -442,11 +515,11 @@ def save_artifacts(directory: Path, accelerator, net, data: datasets.Dataset, cu
     x = torch.from_numpy(data.test_x)
     with torch.no_grad():
         if isinstance(net, model.SemiSupervisedAAE):
-            y_probs, z = training.apply(net.code, x, accelerator.device)
-            rep = training.apply(lambda b: net.representation(*net.code(b)), x, accelerator.device)
+            (y_probs,), (z,) = training.apply(net.code, x, accelerator.device)
+            rep, = training.apply(lambda b: net.representation(*net.code(b)), x, accelerator.device)
             arrays = {"z": z, "y_probs": y_probs, "representation": rep}
         else:
-            arrays = {"z": training.apply(net.code, x, accelerator.device)}
+            arrays = {"z": training.apply(net.code, x, accelerator.device)[0]}
     np.savez_compressed(directory / "latents.npz", y=data.test_y, split=np.array("test"),
                         **{k: v.astype(np.float32) for k, v in arrays.items()})
     pd.DataFrame(curve).to_csv(directory / "curve.csv", index=False)
