@@ -47,6 +47,10 @@ def _add_run(sub) -> None:
     p.add_argument("--workers-per-trial", type=int, default=1,
                    help="train each trial data parallel over N Ray Train workers (DDP; the "
                         "batch size is split over them)")
+    p.add_argument("--seeds-per-trial", type=int, default=1,
+                   help="train up to S seeds of one config as one seed-batched model in one "
+                        "Tune trial; its rows are those of S unbatched trials (same form and "
+                        "trial ids)")
     p.add_argument("--epochs", type=int, default=None,
                    help="override the profile's epochs (a different config: new trial ids)")
     p.add_argument("--dataset", action="append", default=[],
@@ -119,12 +123,9 @@ def cmd_run(args) -> int:
             raise UserError(f"--epochs must be >= 1; got {args.epochs}")
         configs = [dataclasses.replace(c, epochs=args.epochs) for c in configs]
     resources = runner.Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent,
-                                 args.workers_per_trial)
+                                 args.workers_per_trial, args.seeds_per_trial)
     if args.dry_run:
-        for c in configs:
-            print(f"{c.trial_id}  {c.grid}  {c.profile}  {c.variant}/{c.dataset}/{c.prior}  "
-                  f"seed {c.seed}  epochs {c.epochs}")
-        print(f"{len(configs)} trials")
+        _print_dry_run(configs, resources.seeds_per_trial)
         return 0
     pending = runner.pending_configs(configs, args.results)
     # Load and verify every data set first: a missing or corrupt file stops the run here,
@@ -148,6 +149,25 @@ def cmd_run(args) -> int:
         print(report.markdown_for_grid(args.results, args.grid))
     failed = sum(n for s, n in summary.statuses.items() if s != "done")
     return 1 if failed else 0
+
+
+def _print_dry_run(configs: list, seeds_per_trial: int) -> None:
+    """Every trial; with packs, one line per Tune trial (as if nothing were done yet)."""
+    from bench import runner
+
+    if seeds_per_trial == 1:
+        for c in configs:
+            print(f"{c.trial_id}  {c.grid}  {c.profile}  {c.variant}/{c.dataset}/{c.prior}  "
+                  f"seed {c.seed}  epochs {c.epochs}")
+        print(f"{len(configs)} trials")
+        return
+    packs = runner.pack_configs(configs, seeds_per_trial)
+    for pack in packs:
+        c = pack[0]
+        print(f"{runner.pack_name([m.trial_id for m in pack])}  {c.grid}  {c.profile}  "
+              f"{c.variant}/{c.dataset}/{c.prior}  seeds {', '.join(str(m.seed) for m in pack)}  "
+              f"epochs {c.epochs}  trials {' '.join(m.trial_id for m in pack)}")
+    print(f"{len(configs)} trials in {len(packs)} Tune trials of up to {seeds_per_trial} seeds")
 
 
 def cmd_train(args) -> int:

@@ -3,7 +3,10 @@ and the user sees a few lines: which trials run (and where), one line per epoch 
 which are done or failed, and how long the rest should take.
 
 `Progress` is plain Python (tested without a Ray instance); `SweepCallback` feeds it Tune's
-events. Importing this module imports Ray: the runner imports it only when a sweep runs.
+events. It counts trials by trial id: a Tune trial that packs several seeds
+(`--seeds-per-trial`) starts, finishes and fails as its members, and prints one epoch line
+(its losses are means over the pack's seeds). Importing this module imports Ray: the runner
+imports it only when a sweep runs.
 """
 
 from __future__ import annotations
@@ -11,14 +14,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ray import tune
 
-from bench import results
+from bench import results, runner
 
 # Tune pickles its callbacks into the experiment; a restored experiment must talk to the sweep
 # that restores it, not to a copy of the one that started it. So the callback holds a key
@@ -69,27 +72,36 @@ class Progress:
         frm = f", continuing from epoch {resumed_from} (checkpoint)" if resumed_from else ""
         self.out(f"[start] {trial_id} {trial.label}{place}{frm}")
 
-    def epoch(self, trial_id: str, result: dict) -> None:
-        trial = self._get(trial_id)
-        trial.status = "running"
+    def epoch(self, trial_id: str | Sequence[str], result: dict) -> None:
+        """An epoch of a trial, or of a pack (one line: its losses are means over the seeds)."""
+        ids = _ids(trial_id)
         epoch = int(result["epoch"])
-        self.trained_epochs += max(0, epoch - trial.done_epochs)
-        trial.done_epochs = epoch
+        for tid in ids:
+            trial = self._get(tid)
+            trial.status = "running"
+            self.trained_epochs += max(0, epoch - trial.done_epochs)  # per seed: as the ETA counts
+            trial.done_epochs = epoch
         losses = " ".join(f"{short} {result[key]:.4g}" for key, short in LOSS_NAMES.items()
                           if key in result)
         seconds = f" ({result['seconds']:.1f} s)" if "seconds" in result else ""
-        self.out(f"[epoch] {trial_id} {epoch}/{trial.epochs} {losses}{seconds}")
+        seeds = f" (mean of {len(ids)} seeds)" if len(ids) > 1 else ""
+        self.out(f"[epoch] {runner.pack_name(ids)} {epoch}/{self._get(ids[0]).epochs} "
+                 f"{losses}{seconds}{seeds}")
 
-    def rows(self, trial_id: str, grid: str, rows: list[dict]) -> Path:
-        """A trial's rows arrived: write them, then say so."""
+    def rows(self, trial_id: str | Sequence[str], grid: str, rows: list[dict]) -> Path:
+        """A trial's (or a pack's) rows arrived: write them at once, then say so per trial."""
         path = results.append_rows(self.results_dir, grid, rows)
-        trial = self._get(trial_id)
-        trial.status = rows[0]["status"] if rows else "error"
-        main = rows[0] if rows else {}
-        value = main.get("value", math.nan)
-        what = (f"{main.get('metric', '')} = {value:.4g}" if trial.status == "done"
-                else main.get("error", ""))
-        self.out(f"[{trial.status}] {trial_id} {trial.label}: {what} -> {path} ({self.summary()})")
+        firsts = {}  # each trial's first row (its primary metric)
+        for tid in _ids(trial_id):
+            mine = [r for r in rows if r.get("trial_id") == tid]
+            firsts[tid] = mine[0] if mine else {"error": "the trial returned no rows for it"}
+            self._get(tid).status = firsts[tid].get("status", "error")
+        for tid, main in firsts.items():  # after every status is set: the summary is the same
+            trial = self._get(tid)
+            value = main.get("value", math.nan)
+            what = (f"{main.get('metric', '')} = {value:.4g}" if trial.status == "done"
+                    else main.get("error", ""))
+            self.out(f"[{trial.status}] {tid} {trial.label}: {what} -> {path} ({self.summary()})")
         return path
 
     def error(self, trial_id: str, grid: str, row: dict) -> None:
@@ -99,9 +111,11 @@ class Progress:
         trial.status = "error"
         self.out(f"[error] {trial_id} {trial.label}: {row['error']} ({self.summary()})")
 
-    def retry(self, trial_id: str, message: str) -> None:
-        trial = self._get(trial_id)
-        self.out(f"[retry] {trial_id} {trial.label} after: {message} "
+    def retry(self, trial_id: str | Sequence[str], message: str) -> None:
+        ids = _ids(trial_id)
+        trial = self._get(ids[0])
+        seeds = f" and {len(ids) - 1} more seeds" if len(ids) > 1 else ""
+        self.out(f"[retry] {runner.pack_name(ids)} {trial.label}{seeds} after: {message} "
                  f"(from its last checkpoint, epoch {trial.done_epochs})")
 
     def skipped(self, trial_id: str) -> None:
@@ -138,6 +152,10 @@ class Progress:
         return self.trials.setdefault(trial_id, TrialProgress(trial_id, 0))
 
 
+def _ids(trial_id: str | Sequence[str]) -> list[str]:
+    return [trial_id] if isinstance(trial_id, str) else list(trial_id)
+
+
 def error_row(config: dict, message: str) -> dict:
     """The row of a trial that raised (after Ray's retries): status error, the reason, the config."""
     from bench.config import config_from_dict
@@ -159,35 +177,40 @@ def _error_message(trial) -> str:
 
 
 class SweepCallback(tune.Callback):
-    """Forwards Tune's events (on the driver) to the live Progress registered under `key`."""
+    """Forwards Tune's events (on the driver) to the live Progress registered under `key`,
+    in terms of trial ids: a pack's events are its members'."""
 
     def __init__(self, key: str):
         self.key = key
 
-    def _dispatch(self, trial) -> tuple[Progress | None, str, dict]:
-        config = trial.config["config"]
-        return LIVE.get(self.key), config["trial_id"], config
+    def _dispatch(self, trial) -> tuple[Progress | None, list[dict]]:
+        return LIVE.get(self.key), runner.pack_members(trial.config["config"])
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        progress, trial_id, config = self._dispatch(trial)
+        progress, members = self._dispatch(trial)
         if progress is None:
             return
+        ids = [m["trial_id"] for m in members]
         if result.get("skipped"):
-            progress.skipped(trial_id)
+            for tid in ids:
+                progress.skipped(tid)
         elif "rows" in result:
-            progress.rows(trial_id, config["grid"], json.loads(result["rows"]))
+            progress.rows(ids, members[0]["grid"], json.loads(result["rows"]))
         elif result.get("started"):
-            progress.started(trial_id, result.get("node_ip", ""),
-                             int(result.get("resumed_from_epoch", 0)))
+            for tid in ids:
+                progress.started(tid, result.get("node_ip", ""),
+                                 int(result.get("resumed_from_epoch", 0)))
         elif "epoch" in result:
-            progress.epoch(trial_id, result)
+            progress.epoch(ids, result)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        progress, trial_id, _ = self._dispatch(trial)
+        progress, members = self._dispatch(trial)
         if progress is not None:
-            progress.retry(trial_id, _error_message(trial))
+            progress.retry([m["trial_id"] for m in members], _error_message(trial))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        progress, trial_id, config = self._dispatch(trial)
+        progress, members = self._dispatch(trial)
         if progress is not None:
-            progress.error(trial_id, config["grid"], error_row(config, _error_message(trial)))
+            message = _error_message(trial)
+            for member in members:
+                progress.error(member["trial_id"], member["grid"], error_row(member, message))

@@ -1,6 +1,8 @@
 """The sweep runner: Ray Tune wiring only (trials, resources, retries, resume, --address).
 
-Each grid config becomes one Tune function trial that calls `bench.trial.run_trial`; with
+Each grid config becomes one Tune function trial that calls `bench.trial.run_trial` (with
+`seeds_per_trial` > 1, seeds of one config are packed into one trial, trained as one
+seed-batched model, its rows those of each seed's own trial id); with
 `workers_per_trial` > 1 the Tune trial instead fits a Ray Train `TorchTrainer` whose workers
 call it data parallel (Accelerate's DDP inside). Rows are written by the driver
 (`bench.progress`) the moment a trial reports them, so a finished trial's rows survive whatever
@@ -39,7 +41,11 @@ from bench.config import TrialConfig, config_from_dict
 log = logging.getLogger("aae_bench.runner")
 
 RECORD = "aae_sweep.json"
-RESTORE_MUST_MATCH = ("cpus_per_trial", "gpus_per_trial", "workers_per_trial")
+# A restored experiment's trials must be the trials asked for: packs (seeds_per_trial) and
+# thread or worker counts change what a Tune trial is, or its numbers.
+RESTORE_MUST_MATCH = ("cpus_per_trial", "gpus_per_trial", "workers_per_trial", "seeds_per_trial")
+# Keys of a Tune trial's config that a pack adds to its first member's fields.
+PACK_KEYS = ("pack_seeds", "pack_trial_ids")
 # A data-parallel trial's Tune process only waits on its Ray Train workers; its token share of
 # a CPU is taken from the workers' requests so that N workers x C CPUs fit in N x C cores
 # (on 2 cores, 1 CPU for the driver + 2 x 1 for the workers deadlocks: see the Ray notes).
@@ -60,6 +66,8 @@ class Resources:
     """0 lets Ray pack as many trials as the resources allow."""
     workers_per_trial: int = 1
     """> 1: each trial runs data parallel over this many Ray Train workers (DDP, gloo on CPU)."""
+    seeds_per_trial: int = 1
+    """> 1: up to this many seeds of one config train as one seed-batched model in one trial."""
 
     def __post_init__(self) -> None:
         if not self.cpus_per_trial > 0:
@@ -70,6 +78,8 @@ class Resources:
             raise ValueError(f"--max-concurrent must be >= 0; got {self.max_concurrent}")
         if self.workers_per_trial < 1:
             raise ValueError(f"--workers-per-trial must be >= 1; got {self.workers_per_trial}")
+        if self.seeds_per_trial < 1:
+            raise ValueError(f"--seeds-per-trial must be >= 1; got {self.seeds_per_trial}")
 
     @property
     def threads(self) -> int:
@@ -130,6 +140,63 @@ def pending_configs(configs: list[TrialConfig], results_dir: str | os.PathLike) 
     for grid in {c.grid for c in configs}:
         done |= results.done_trial_ids(results_dir, grid)
     return [c for c in configs if c.trial_id not in done]
+
+
+# -- packs: seeds of one config in one Tune trial ----------------------------------------
+
+Pack = tuple[TrialConfig, ...]
+
+
+def pack_configs(configs: list[TrialConfig], seeds_per_trial: int) -> list[Pack]:
+    """Configs that differ only in their seed, by seed, in packs of at most `seeds_per_trial`;
+    groups in the order of their first config. Pass pending configs only: done seeds stay out."""
+    groups: dict[TrialConfig, list[TrialConfig]] = {}
+    for config in configs:
+        groups.setdefault(dataclasses.replace(config, seed=0), []).append(config)
+    packs = []
+    for members in groups.values():
+        members.sort(key=lambda c: c.seed)
+        packs += [tuple(members[i:i + seeds_per_trial])
+                  for i in range(0, len(members), seeds_per_trial)]
+    return packs
+
+
+def pack_name(trial_ids: list[str] | tuple[str, ...]) -> str:
+    """A Tune trial's name: its trial id, or a pack's first member id and how many more."""
+    return trial_ids[0] if len(trial_ids) == 1 else f"{trial_ids[0]}+{len(trial_ids) - 1}"
+
+
+def pack_params(pack: Pack) -> dict:
+    """A Tune trial's config: its first member's fields and id, and a pack's seeds and ids.
+    A pack of one is exactly a trial of an unpacked sweep."""
+    first = pack[0]
+    params = first.as_dict() | {"trial_id": first.trial_id}
+    if len(pack) > 1:
+        params |= {"pack_seeds": [c.seed for c in pack],
+                   "pack_trial_ids": [c.trial_id for c in pack]}
+    return params
+
+
+def pack_members(params: dict) -> list[dict]:
+    """Each member's config (as `pack_params` of it alone would give) from a Tune trial's."""
+    base = {k: v for k, v in params.items() if k not in PACK_KEYS}
+    if "pack_seeds" not in params:
+        return [base]
+    return [base | {"seed": seed, "trial_id": tid}
+            for seed, tid in zip(params["pack_seeds"], params["pack_trial_ids"], strict=True)]
+
+
+def pack_trial_ids(params: dict) -> list[str]:
+    return [m.get("trial_id", "?") for m in pack_members(params)]
+
+
+def pack_from_params(params: dict) -> Pack:
+    return tuple(config_from_dict(m) for m in pack_members(params))
+
+
+def _trial_argument(pack: Pack):
+    # A pack of one trains exactly as an unpacked trial does.
+    return pack[0] if len(pack) == 1 else list(pack)
 
 
 # -- experiment records ------------------------------------------------------------------
@@ -227,14 +294,15 @@ def _trainable(params: dict, data: dict, settings: dict) -> None:
 
     from bench.trial import TrialState, load_state, run_trial, save_state
 
-    config = config_from_dict(params["config"])
-    if config.trial_id in settings["skip"]:
+    pack = pack_from_params(params["config"])
+    if all(c.trial_id in settings["skip"] for c in pack):
         # A restored trial whose rows were written after the experiment's last snapshot.
+        # (A pack with some members done runs again: rows merge per trial id and metric.)
         tune.report({"completed": True, "skipped": True})
         return
-    data_ref = data[(config.dataset, config.fold or 0)]
+    data_ref = data[(pack[0].dataset, pack[0].fold or 0)]
     if settings["workers"] > 1:
-        _fit_data_parallel(config, data_ref, settings)
+        _fit_data_parallel(pack, data_ref, settings)
         return
 
     resume: TrialState | None = None
@@ -251,13 +319,14 @@ def _trainable(params: dict, data: dict, settings: dict) -> None:
             tune.report({**losses, "completed": False},
                         checkpoint=tune.Checkpoint.from_directory(directory))
 
-    rows = run_trial(config, data=ray.get(data_ref), artifacts_dir=settings["artifacts_dir"],
-                     threads=settings["threads"], cpu=settings["cpu"], resume=resume,
-                     on_epoch=on_epoch, command=settings["command"], node=where)
+    rows = run_trial(_trial_argument(pack), data=ray.get(data_ref),
+                     artifacts_dir=settings["artifacts_dir"], threads=settings["threads"],
+                     cpu=settings["cpu"], resume=resume, on_epoch=on_epoch,
+                     command=settings["command"], node=where)
     tune.report({"completed": True, "rows": json.dumps(rows)})
 
 
-def _fit_data_parallel(config: TrialConfig, data_ref, settings: dict) -> None:
+def _fit_data_parallel(pack: Pack, data_ref, settings: dict) -> None:
     """The Tune side of a data-parallel trial: a TorchTrainer (Train V2 inside a Tune function).
 
     Its Train run is named after the trial inside this experiment, so a retried or restored
@@ -269,12 +338,13 @@ def _fit_data_parallel(config: TrialConfig, data_ref, settings: dict) -> None:
 
     TorchTrainer(
         _train_worker,
-        train_loop_config={"config": config.as_dict(), "data": data_ref, "settings": settings},
+        train_loop_config={"configs": [c.as_dict() for c in pack], "data": data_ref,
+                           "settings": settings},
         scaling_config=ray.train.ScalingConfig(
             num_workers=settings["workers"], use_gpu=not settings["cpu"],
             resources_per_worker=settings["worker_request"]),
         run_config=ray.train.RunConfig(
-            name=config.trial_id, storage_path=settings["train_storage"],
+            name=pack_name([c.trial_id for c in pack]), storage_path=settings["train_storage"],
             callbacks=[TuneReportCallback()],  # rank 0's reports become the Tune trial's
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
     ).fit()
@@ -288,7 +358,7 @@ def _train_worker(loop: dict) -> None:
 
     from bench.trial import TrialState, load_state, run_trial, save_state
 
-    config, settings = config_from_dict(loop["config"]), loop["settings"]
+    pack, settings = tuple(config_from_dict(c) for c in loop["configs"]), loop["settings"]
     resume: TrialState | None = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -306,10 +376,10 @@ def _train_worker(loop: dict) -> None:
             ray.train.report({**losses, "completed": False},
                              checkpoint=ray.train.Checkpoint.from_directory(directory))
 
-    rows = run_trial(config, data=ray.get(loop["data"]), artifacts_dir=settings["artifacts_dir"],
-                     threads=settings["threads"], cpu=settings["cpu"], resume=resume,
-                     on_epoch=on_epoch, command=settings["command"], node=where,
-                     workers=settings["workers"])
+    rows = run_trial(_trial_argument(pack), data=ray.get(loop["data"]),
+                     artifacts_dir=settings["artifacts_dir"], threads=settings["threads"],
+                     cpu=settings["cpu"], resume=resume, on_epoch=on_epoch,
+                     command=settings["command"], node=where, workers=settings["workers"])
     ray.train.report({"completed": True, "rows": json.dumps(rows)})
 
 
@@ -457,16 +527,18 @@ class _Sweep:
         if not rest:
             return False
         experiment = start_experiment(self.storage, self.key, rest, self.results_dir, self.resources)
-        say(f"[sweep] {grid}: {len(rest)} trials to run"
+        packs = pack_configs(rest, self.resources.seeds_per_trial)
+        packed = (f" in {len(packs)} Tune trials of up to {self.resources.seeds_per_trial} seeds"
+                  if self.resources.seeds_per_trial > 1 else "")
+        say(f"[sweep] {grid}: {len(rest)} trials to run{packed}"
             f"{f', {self.concurrency} at a time' if self.concurrency else ''} "
             f"-> {self.results_dir} (Ray experiment {experiment.path})")
         tuner = tune.Tuner(
             self._trainable(experiment, skip=set()),
-            param_space={"config": tune.grid_search([c.as_dict() | {"trial_id": c.trial_id}
-                                                     for c in rest])},
+            param_space={"config": tune.grid_search([pack_params(p) for p in packs])},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=self.concurrency,
-                trial_dirname_creator=lambda t: f"{t.config['config']['trial_id']}",
+                trial_dirname_creator=lambda t: pack_name(pack_trial_ids(t.config["config"])),
                 reuse_actors=self._reuse_actors(rest)),
             run_config=tune.RunConfig(
                 name=experiment.path.name, storage_path=str(self.storage), verbose=0,
@@ -491,9 +563,10 @@ class _Sweep:
 
         if not claim:
             return "all its trials are done"
-        # What changes a trial's numbers (threads) or its shape (workers); not max_concurrent.
-        mine = dataclasses.asdict(self.resources)
-        if any(experiment.resources.get(k) != mine[k] for k in RESTORE_MUST_MATCH):
+        # What changes a trial's numbers (threads) or its shape (workers, packs); not
+        # max_concurrent. A field an older record lacks had its default then.
+        mine, default = dataclasses.asdict(self.resources), dataclasses.asdict(Resources())
+        if any(experiment.resources.get(k, default[k]) != mine[k] for k in RESTORE_MUST_MATCH):
             return f"it ran with other resources ({experiment.resources})"
         if not tune.Tuner.can_restore(str(experiment.path)):
             return "Tune saved no state for it (its driver died at the start)"
@@ -544,7 +617,7 @@ def _unfinished(result_grid) -> list[str]:
     unfinished = []
     for result in result_grid:
         if result.error is None and not (result.metrics or {}).get("completed"):
-            unfinished.append(((result.config or {}).get("config") or {}).get("trial_id", "?"))
+            unfinished += pack_trial_ids((result.config or {}).get("config") or {})
     return unfinished
 
 
