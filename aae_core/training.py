@@ -224,7 +224,9 @@ def _update(ctx: StepContext, opt, loss_fn: Callable[[], torch.Tensor]) -> torch
         finite = accelerator.reduce(finite.float(), "sum") == ctx.world
     ctx.alive = ctx.alive & finite
     accelerator.backward(torch.where(ctx.alive, loss, torch.zeros_like(loss)).sum())
-    if ctx.seeds > 1:  # masking costs little and needs no host sync (a GPU keeps running)
+    # On a GPU the mask is applied always (no host sync stalls the queue); on a CPU only once a
+    # seed has died (the check is free there, the masking is not).
+    if ctx.seeds > 1 and (loss.device.type != "cpu" or not bool(ctx.alive.all())):
         for group in opt.param_groups:
             for param in group["params"]:
                 if param.grad is not None:
