@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import re
+import signal
 import subprocess
+import time
 from types import SimpleNamespace
 
 import pytest
-from test_sweeps import AAE_BENCH, Clock, ray_env  # noqa: F401 (ray_env: a fixture)
+from test_sweeps import (  # noqa: F401 (ray_env: a fixture)
+    AAE_BENCH,
+    EPOCHS_KILLED,
+    Clock,
+    ray_env,
+    wait_for,
+)
 
 from bench import cli, progress, results, runner
 from bench.grids import grid_configs
@@ -180,6 +189,11 @@ def sweep_args(results_dir, mnist_dir, seeds: int, seeds_per_trial: int) -> list
             "--results", str(results_dir), "--data-dir", str(mnist_dir), "--no-table"]
 
 
+def pack_epoch(text: str, name: str) -> int:
+    """The furthest epoch a pack's epoch lines report."""
+    return max(map(int, re.findall(rf"^\[epoch\] {re.escape(name)} (\d+)/", text, re.M)), default=0)
+
+
 def per_trial(results_dir):
     frame = results.read_rows(results_dir, "table1")
     assert not frame.duplicated(["trial_id", "metric"]).any()
@@ -232,3 +246,43 @@ def test_rows_of_packed_and_unpacked_runs_merge_into_one_table(tmp_path, mnist_d
     assert mine.index.equals(theirs.index)
     for column in ("value", "finished_at", "status"):
         assert mine[column].equals(theirs[column]), column
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_killed_packed_sweep_resumes_its_pack_from_the_checkpoint(tmp_path, mnist_dir, ray_env):  # noqa: F811
+    """The pack's checkpoint holds every seed: killed mid-training and run again, both seeds
+    continue from it and end with the numbers of an uninterrupted pack."""
+    a, b = smoke(2, epochs=EPOCHS_KILLED)
+    args = sweep_args(tmp_path, mnist_dir, 2, 2)
+    args[args.index("--epochs") + 1] = str(EPOCHS_KILLED)
+    out = tmp_path / "killed.txt"
+    driver = subprocess.Popen([AAE_BENCH, *args], env=ray_env, stdout=open(out, "w"),
+                              stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: pack_epoch(out.read_text(), f"{a.trial_id}+1") >= 3, driver, out)
+        time.sleep(3)  # > TUNE_GLOBAL_CHECKPOINT_S: Tune's snapshot holds that checkpoint
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert not (tmp_path / "table1.csv").exists()
+
+    again = run(args, ray_env)
+    assert "[sweep] restoring" in again.stdout
+    resumed = re.findall(r"^\[start\] (\w+) .* continuing from epoch (\d+)", again.stdout, re.M)
+    assert sorted(t for t, _ in resumed) == sorted([a.trial_id, b.trial_id]), again.stdout
+    assert len({e for _, e in resumed}) == 1 and int(resumed[0][1]) >= 3
+    frame, trials = per_trial(tmp_path)
+    assert (frame["status"] == "done").all() and (frame["epochs_done"] == EPOCHS_KILLED).all()
+    assert list(trials.loc[[a.trial_id, b.trial_id], "resumed_from_epoch"]) == [int(resumed[0][1])] * 2
+
+    from aae_core import datasets
+    from bench.trial import run_trial
+
+    straight = run_trial([a, b], data=datasets.load("mnist", mnist_dir), threads=1)
+    theirs = {(r["trial_id"], r["metric"]): r["value"] for r in straight}
+    ours = frame.set_index(["trial_id", "metric"])["value"].to_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(ours[k] == theirs[k] or (math.isnan(ours[k]) and math.isnan(theirs[k])) for k in ours)
