@@ -36,7 +36,7 @@ def fake_trial_rows(config: TrialConfig, values: dict[str, float], *, status: st
     context = {
         "trial_id": config.trial_id, "grid": config.grid, "profile": config.profile,
         "seed": config.seed, "status": status, "error": "" if status == "done" else "fixture",
-        "epochs_done": config.epochs, "wall_s": wall_s, "threads": 1, "workers": 1,
+        "epochs_done": config.epochs, "wall_s": wall_s, "threads": 1, "workers": 1, "seeds_per_trial": 1,
         "device": device, "node": "fixture-host", "precision_used": "no",
         "evaluator_version": "1", "data_source": "fixture", "data_split": "train 50000 / valid "
         "10000 / test 10000", "subset_hash": "", "started_at": "2025-01-01T00:00:00+00:00",

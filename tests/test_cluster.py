@@ -212,33 +212,45 @@ class FakeAccelerator:
 
 def test_ranks_share_every_minibatch_and_together_see_the_epoch():
     """Rank r of w trains on batch[r::w] of the same seeded permutation: the union of the
-    ranks' examples at each step is the minibatch a single worker would see."""
+    ranks' examples at each step is the minibatch a single worker would see, for each seed of
+    a pack (each its own permutation)."""
     x = torch.arange(50, dtype=torch.float32).reshape(50, 1)
-    seen: dict[int, list[list[int]]] = {}
+    seeds = 2
+    seen: dict[int, list[list[list[int]]]] = {}  # rank -> step -> seed -> example ids
     original = training.STEPS["unsupervised"]
 
     def record(rank):
         def step(ctx, xb, yb):
-            seen.setdefault(rank, []).append([int(v) for v in xb.flatten()])
-            return {"reconstruction": torch.tensor(1.0)}
+            assert xb.shape[0] == seeds  # (S, B, ...)
+            seen.setdefault(rank, []).append([[int(v) for v in xb[k].flatten()] for k in range(seeds)])
+            return {"reconstruction": torch.ones(seeds)}
         return step
 
-    ctx = SimpleNamespace(accelerator=FakeAccelerator())
+    def context():
+        return SimpleNamespace(accelerator=FakeAccelerator(), seeds=seeds, diverged={},
+                               alive=torch.ones(seeds, dtype=torch.bool))
+
+    def generators():
+        return [training.generator(3), training.generator(4)]
+
     try:
         for rank in (None, 0, 1):
             training.STEPS["unsupervised"] = record(rank)
             shard = training.Shard() if rank is None else training.Shard(rank, 2)
-            training.train_epoch(ctx, "unsupervised", training.TrainingData(x), batch_size=10,
-                                 data_generator=training.generator(3), epoch=0, shard=shard)
+            training.train_epoch(context(), "unsupervised", training.TrainingData(x), batch_size=10,
+                                 data_generators=generators(), epoch=0, shard=shard)
     finally:
         training.STEPS["unsupervised"] = original
     assert len(seen[0]) == len(seen[1]) == len(seen[None]) == 5
     for single, a, b in zip(seen[None], seen[0], seen[1], strict=True):
-        assert len(a) == len(b) == 5 and not set(a) & set(b)
-        assert sorted(a + b) == sorted(single)
+        for k in range(seeds):
+            assert len(a[k]) == len(b[k]) == 5 and not set(a[k]) & set(b[k])
+            assert sorted(a[k] + b[k]) == sorted(single[k])
+    assert [s[0] for s in seen[None]] != [s[1] for s in seen[None]]  # each seed its own order
     with pytest.raises(ValueError, match="labelled_generator"):
-        training.train_epoch(ctx, "semi-supervised", training.TrainingData(x, None, x, x[:, 0].long()),
-                             batch_size=10, data_generator=training.generator(3), epoch=0,
+        labelled = torch.arange(10).expand(seeds, 10)
+        training.train_epoch(context(), "semi-supervised", training.TrainingData(x, None, labelled, labelled),
+                             batch_size=10, data_generators=generators(), epoch=0,
                              shard=training.Shard(0, 2))
 
 
@@ -252,10 +264,10 @@ def test_rank_streams():
 
 
 def test_checkpoint_holds_every_rank_s_generators():
-    states = {"data": torch.tensor([0]), "prior": torch.tensor([1]),
-              "data@1": torch.tensor([2]), "prior@1": torch.tensor([3])}
-    assert trial._rank_generators(states, 0) == {"data": states["data"], "prior": states["prior"]}
-    assert trial._rank_generators(states, 1) == {"data": states["data@1"], "prior": states["prior@1"]}
+    states = {"data#0": torch.tensor([0]), "prior#1": torch.tensor([1]),
+              "data#0@1": torch.tensor([2]), "prior#1@1": torch.tensor([3])}
+    assert trial._rank_generators(states, 0) == {"data#0": states["data#0"], "prior#1": states["prior#1"]}
+    assert trial._rank_generators(states, 1) == {"data#0": states["data#0@1"], "prior#1": states["prior#1@1"]}
 
 
 @pytest.mark.ray

@@ -74,34 +74,35 @@ def test_every_variant_and_prior_is_covered():
 
 
 def check_outputs(net, config, n_categories: int, x: torch.Tensor) -> None:
-    """Shapes of the model's outputs on a batch, by family."""
+    """Shapes of a one-seed model's outputs on a batch (shared by the seeds), by family: every
+    output carries the seed dimension (1) first."""
     b, z_dim = len(x), config.z_dim
     with torch.no_grad():
         if isinstance(net, model.VAE):
             mean, logvar = net.posterior(x)
-            assert mean.shape == logvar.shape == (b, z_dim)
-            assert net.code(x).shape == (b, z_dim)
+            assert mean.shape == logvar.shape == (1, b, z_dim)
+            assert net.code(x).shape == (1, b, z_dim)
         elif isinstance(net, model.SemiSupervisedAAE):
             probs, z = net.code(x)
-            assert probs.shape == (b, n_categories) and z.shape == (b, z_dim)
-            torch.testing.assert_close(probs.sum(1), torch.ones(b))
+            assert probs.shape == (1, b, n_categories) and z.shape == (1, b, z_dim)
+            torch.testing.assert_close(probs.sum(-1), torch.ones(1, b))
             rep = net.representation(probs, z)
             width = z_dim if isinstance(net, model.DimReductionAAE) else n_categories + z_dim
-            assert rep.shape == (b, width)
-            assert net.discriminator_y(probs).shape == (b,) and net.discriminator_z(z).shape == (b,)
+            assert rep.shape == (1, b, width)
+            assert net.discriminator_y(probs).shape == (1, b) and net.discriminator_z(z).shape == (1, b)
             if isinstance(net, model.DimReductionAAE):
-                assert net.cluster_heads.shape == (n_categories, z_dim)
+                assert net.cluster_heads.shape == (1, n_categories, z_dim)
         else:
             z = net.code(x)
-            assert z.shape == (b, z_dim)
+            assert z.shape == (1, b, z_dim)
             if isinstance(net, model.LabelRegularizedAAE):
-                tag = model.one_hot_with_unlabelled(torch.full((b,), -1), n_categories)  # (B, K + 1)
-                assert net.discriminator(torch.cat([z, tag], 1)).shape == (b,)
+                tag = model.one_hot_with_unlabelled(torch.full((1, b), -1), n_categories)  # (1, B, K + 1)
+                assert net.discriminator(torch.cat([z, tag], -1)).shape == (1, b)
             else:
-                assert net.discriminator(z).shape == (b,)
+                assert net.discriminator(z).shape == (1, b)
         labels = torch.arange(b) % n_categories if config.variant == "supervised" else None
         x_hat = net.reconstruct(x, labels)
-        assert x_hat.shape == x.shape
+        assert x_hat.shape == (1, *x.shape)
         assert float(x_hat.min()) >= 0 and float(x_hat.max()) <= 1
 
 
@@ -125,6 +126,7 @@ def test_smoke_epoch_rows_artifacts_and_outputs(mnist, tmp_path, variant, prior,
     np.testing.assert_array_equal(latents["y"], mnist.test_y)
     assert np.all(np.isfinite(latents["z"]))
     state = torch.load(directory / "model.pt", weights_only=True)
+    assert all(v.shape[0] == 1 for v in state.values())  # a one-seed model
 
     parts = trial.build(config, mnist)  # a fresh model of the config takes the saved weights
     parts.net.load_state_dict(state, strict=True)
@@ -140,7 +142,7 @@ def test_smoke_epoch_rows_artifacts_and_outputs(mnist, tmp_path, variant, prior,
     else:
         with torch.no_grad():
             z = parts.net.code(torch.from_numpy(mnist.test_x[:5]))
-    np.testing.assert_allclose(latents["z"][:5], z.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(latents["z"][:5], z[0].numpy(), rtol=1e-4, atol=1e-5)
 
 
 # -- determinism ----------------------------------------------------------------------------

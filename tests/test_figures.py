@@ -235,6 +235,8 @@ def test_load_model_restores_every_weight(real):
                                                  written[key].spec)
         trial = trials[0]
         saved = torch.load(trial.directory / "model.pt", weights_only=True)
+        first = saved["decoder.net.0.weight"]
+        assert first.dim() == 3 and first.shape[0] == 1  # a one-seed model: (1, out, in)
         state = figures.load_model(trial).state_dict()
         assert state.keys() == saved.keys()
         assert all(torch.equal(state[k], saved[k]) for k in saved)

@@ -45,7 +45,8 @@ def test_rows_and_artifacts(mnist, smoke, tmp_path):
     assert by_metric["parzen_ll"]["data_split"] == mnist.split
     directory = tmp_path / smoke.trial_id
     state = torch.load(directory / "model.pt", weights_only=True)
-    assert state["encoder.net.0.weight"].shape == (1000, 784)
+    assert state["encoder.net.0.weight"].shape == (1, 1000, 784)  # a one-seed model: (seeds, out, in)
+    assert state["encoder.net.0.bias"].shape == (1, 1000)
     latents = np.load(directory / "latents.npz")
     assert latents["z"].shape == (10_000, 8) and latents["y"].shape == (10_000,)
     assert (directory / "curve.csv").read_text().startswith("epoch,")

@@ -49,15 +49,15 @@ def trainer(config, data):
     streams = training.RandomStreams.from_seed(config.seed)
     data_gen = training.generator(streams.data)
     ctx = training.StepContext(accelerator, parts.net, parts.opts, parts.priors, parts.settings,
-                               training.generator(streams.prior),
-                               training.generator(streams.evaluation + 1))
+                               [training.generator(streams.prior)],
+                               [training.generator(streams.evaluation + 1)])
     done = []
 
     def train(epochs: int) -> dict:
         losses = {}
         for _ in range(epochs):
-            losses = training.train_epoch(ctx, config.variant, parts.data, batch_size=config.batch_size,
-                                          data_generator=data_gen, epoch=len(done))
+            (losses,) = training.train_epoch(ctx, config.variant, parts.data, batch_size=config.batch_size,
+                                             data_generators=[data_gen], epoch=len(done))
             done.append(losses)
         return losses
 
@@ -111,7 +111,7 @@ def test_unsupervised_codes_approach_the_prior(mnist):
 
     def statistic() -> float:
         with torch.no_grad():
-            return mmd2(parts.net.code(x).double().numpy(), reference, bandwidth)
+            return mmd2(parts.net.code(x)[0].double().numpy(), reference, bandwidth)  # the one seed
 
     before = statistic()
     train(30)
@@ -183,16 +183,20 @@ def test_label_regularized_step_shows_the_label_to_the_discriminator(mnist, prio
     config = grids.single_trial("label-regularized", "mnist", prior, profile="smoke", labels=500)
     parts, ctx, _ = trainer(config, mnist)
     net, k = parts.net, parts.n_classes
-    assert net.discriminator.net[0].in_features == config.z_dim + k + 1  # (z, 10 classes + "unlabelled")
-    y_all = parts.data.y
+    # (z, 10 classes + "unlabelled"): weight (seeds, hidden, in)
+    assert net.discriminator.net[0].weight.shape[-1] == config.z_dim + k + 1
+    assert parts.data.y.shape == (1, len(parts.data.x))  # one seed's labels
+    y_all = parts.data.y[0]
     index = torch.cat([(y_all >= 0).nonzero().flatten(), (y_all < 0).nonzero().flatten()[:500]])
     x, y = parts.data.x[index], y_all[index]
     b = len(index)
     assert b == 1000 and int((y >= 0).sum()) == 500
     net.discriminator = Spy(net.discriminator)
-    training.step_autoencoder_aae(ctx, x, y)
-    shown_d, shown_g = net.discriminator.seen  # discriminator phase (real then fake), generator phase
-    assert shown_d.shape == (2 * b, config.z_dim + k + 1) and shown_g.shape == (b, config.z_dim + k + 1)
+    training.step_autoencoder_aae(ctx, x[None], y[None])  # (S=1, B, ...)
+    # discriminator phase (real then fake), generator phase; the one seed's slice
+    shown_d, shown_g = (seen[0] for seen in net.discriminator.seen)
+    assert [tuple(seen.shape) for seen in net.discriminator.seen] == [
+        (1, 2 * b, config.z_dim + k + 1), (1, b, config.z_dim + k + 1)]
 
     tag = torch.zeros(b, k + 1)
     tag[torch.arange(b), torch.where(y >= 0, y, torch.tensor(k))] = 1  # built here, not by the model
@@ -217,21 +221,22 @@ def test_label_regularized_discriminator_can_read_the_label():
     the same z marginal, so a discriminator blind to the tag cannot go below log 2 = 0.693.
     Measured after 600 updates through discriminator_phase: 0.34 (128 units, weights
     N(0, 0.05^2)); with the grid's 1000 units at N(0, 0.01^2) it is still 0.684 at 600."""
-    torch.manual_seed(0)
-    net = model.LabelRegularizedAAE((1, 28, 28), 2, [128, 128], 0.05)
+    net = model.build("label-regularized", (1, 28, 28), 2, [128, 128], init_std=0.05, init_seeds=[0])
     opt = training.make_optimizers("label-regularized", net, training.SGD(0.01, 0.9),
                                    training.SGD(0.1, 0.1))["discriminator"]
     accelerator = Accelerator(cpu=True)
     prior = priors.GaussianMixture()
     g = training.generator(0)
+    ctx = training.StepContext(accelerator, net, {"discriminator": opt}, {"z": prior},
+                               training.PhaseSettings(), [g], [training.generator(1)])
     losses = []
     for _ in range(600):
         y = torch.randint(0, 10, (100,), generator=g)
         other = (y + 1 + torch.randint(0, 9, (100,), generator=g)) % 10
         tag = model.one_hot_with_unlabelled(y, 10)  # (B, 11)
-        real = torch.cat([prior.sample(100, g, labels=y), tag], 1)
-        fake = torch.cat([prior.sample(100, g, labels=other), tag], 1)
-        losses.append(float(training.discriminator_phase(accelerator, opt, [net.discriminator], [real], [fake])))
+        real = torch.cat([prior.sample(100, g, labels=y), tag], 1)[None]  # (S=1, B, 13)
+        fake = torch.cat([prior.sample(100, g, labels=other), tag], 1)[None]
+        losses.append(float(training.discriminator_phase(ctx, opt, [net.discriminator], [real], [fake])))
     assert np.mean(losses[:20]) > 0.69
     assert np.mean(losses[-20:]) < 0.5
 
@@ -251,12 +256,12 @@ def test_supervised_code_is_15_d_and_decoder_reads_the_label(mnist):
     net = parts.net
     x, y = torch.from_numpy(mnist.valid_x[:1000]), torch.from_numpy(mnist.valid_y[:1000])
     wrong = (y + 1 + torch.randint(0, 9, y.shape, generator=training.generator(0))) % 10
-    assert net.code(x).shape == (1000, 15)
-    assert net.decoder.net[0].in_features == 10 + 15  # (one-hot label, z)
+    assert net.code(x).shape == (1, 1000, 15)  # (seeds, B, z_dim)
+    assert net.decoder.net[0].weight.shape[-1] == 10 + 15  # (one-hot label, z)
 
     def errors() -> tuple[float, float]:
         with torch.no_grad():
-            return tuple(float((net.reconstruct(x, labels) - x).pow(2).flatten(1).sum(1).mean())
+            return tuple(float((net.reconstruct(x, labels)[0] - x).pow(2).flatten(1).sum(1).mean())
                          for labels in (y, wrong))
 
     right0, wrong0 = errors()
@@ -265,8 +270,8 @@ def test_supervised_code_is_15_d_and_decoder_reads_the_label(mnist):
     right, wrong_error = errors()
     assert wrong_error > 1.05 * right, (right, wrong_error)
     with torch.no_grad():  # same z, each label: ten different images
-        z = net.code(x[:1]).expand(10, -1)
-        images = net.decoder(torch.cat([torch.eye(10), z], 1)).flatten(1)  # (10, 784)
+        z = net.code(x[:1])[0].expand(10, -1)
+        images = net.decoder(torch.cat([torch.eye(10), z], 1))[0].flatten(1)  # (10, 784)
     gaps = torch.cdist(images, images)[torch.triu(torch.ones(10, 10, dtype=torch.bool), 1)]
     assert float(gaps.min()) > 0.1
 
@@ -283,43 +288,54 @@ def penalty_loops(heads: np.ndarray, threshold: float) -> float:
 
 
 def test_head_penalty_known_answers():
-    far = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 5.0]])
+    far = torch.tensor([[[0.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 5.0]]])  # (S=1, K, n)
+    assert training.head_penalty(far, 3.0).shape == (1,)
     assert float(training.head_penalty(far, 3.0)) == 0.0  # every pair farther than the threshold
     assert float(training.head_penalty(far, 5.0)) == 0.0  # exactly at the threshold: no push
-    close = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 5.0]])
+    close = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 5.0]]])
     assert float(training.head_penalty(close, 3.0)) == pytest.approx(2.0)  # one pair, 3 - 1
     heads = torch.randn(20, 2, generator=training.generator(0), dtype=torch.float64) * 2
-    assert float(training.head_penalty(heads, 3.0)) == pytest.approx(penalty_loops(heads.numpy(), 3.0), rel=1e-12)
-    assert float(training.head_penalty(heads, 3.0)) > 0
+    assert float(training.head_penalty(heads[None], 3.0)) == pytest.approx(penalty_loops(heads.numpy(), 3.0),
+                                                                           rel=1e-12)
+    assert float(training.head_penalty(heads[None], 3.0)) > 0
+    # Per seed: each seed's penalty is that of its own heads.
+    other = torch.randn(20, 2, generator=training.generator(1), dtype=torch.float64)
+    both = training.head_penalty(torch.stack([heads, other]), 3.0)
+    assert both.shape == (2,)
+    assert both.tolist() == pytest.approx([penalty_loops(h.numpy(), 3.0) for h in (heads, other)], rel=1e-12)
 
 
 def test_head_penalty_pushes_close_heads_apart():
-    heads = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 5.0], [4.0, 4.0]], requires_grad=True)
-    training.head_penalty(heads, 3.0).backward()
-    assert torch.isfinite(heads.grad).all()  # the zero diagonal of cdist gives no NaN
-    torch.testing.assert_close(heads.grad[2:], torch.zeros(2, 2))  # far heads: untouched
+    heads = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 5.0], [4.0, 4.0]]], requires_grad=True)  # (1, K, n)
+    training.head_penalty(heads, 3.0).sum().backward()
+    grad = heads.grad[0]
+    assert torch.isfinite(grad).all()  # the zero diagonal of cdist gives no NaN
+    torch.testing.assert_close(grad[2:], torch.zeros(2, 2))  # far heads: untouched
     with torch.no_grad():
-        moved = heads - 0.1 * heads.grad
-    assert torch.dist(moved[0], moved[1]) > torch.dist(heads[0], heads[1])
+        moved = heads[0] - 0.1 * grad
+    assert torch.dist(moved[0], moved[1]) > torch.dist(heads[0, 0], heads[0, 1])
 
 
 def test_dim_reduction_representation_is_y_times_heads_plus_z():
     torch.manual_seed(0)
-    net = model.DimReductionAAE((1, 4, 4), 2, [16], 0.1, n_classes=5)
-    assert net.decoder.net[0].in_features == 2  # the decoder sees only the n-D representation
-    y = torch.softmax(torch.randn(8, 5), 1)
-    z = torch.randn(8, 2)
-    expected = torch.stack([sum(y[b, c] * net.cluster_heads[c] for c in range(5)) + z[b] for b in range(8)])
-    torch.testing.assert_close(net.representation(y, z), expected)
-    one_hot = F.one_hot(torch.arange(5), 5).float()  # a confident y lands on its head
-    torch.testing.assert_close(net.representation(one_hot, torch.zeros(5, 2)), net.cluster_heads)
+    net = model.build("dim-reduction", (1, 4, 4), 2, [16], init_std=0.1, init_seeds=[0, 1], n_classes=5)
+    assert net.decoder.net[0].weight.shape[-1] == 2  # the decoder sees only the n-D representation
+    assert net.cluster_heads.shape == (2, 5, 2)  # (seeds, K, n)
+    y = torch.softmax(torch.randn(2, 8, 5), -1)  # (S, B, K)
+    z = torch.randn(2, 8, 2)
+    heads = net.cluster_heads
+    expected = torch.stack([torch.stack([sum(y[s, b, c] * heads[s, c] for c in range(5)) + z[s, b]
+                                         for b in range(8)]) for s in range(2)])
+    torch.testing.assert_close(net.representation(y, z), expected)  # each seed with its own heads
+    one_hot = F.one_hot(torch.arange(5), 5).float()  # a confident y lands on its head (shared by the seeds)
+    torch.testing.assert_close(net.representation(one_hot, torch.zeros(5, 2)), heads)
     x = torch.rand(8, 1, 4, 4)
     with torch.no_grad():
         torch.testing.assert_close(net.reconstruct(x), net.decoder(net.representation(*net.code(x))))
 
 
 def test_dim_reduction_heads_train_with_the_reconstruction_phase():
-    net = model.DimReductionAAE((1, 4, 4), 2, [16], 0.1, n_classes=5)
+    net = model.build("dim-reduction", (1, 4, 4), 2, [16], init_std=0.1, n_classes=5)
     opts = training.make_optimizers("dim-reduction", net, training.SGD(0.01, 0.9), training.SGD(0.1, 0.1))
     assert any(p is net.cluster_heads for group in opts["reconstruction"].param_groups for p in group["params"])
 
@@ -430,18 +446,27 @@ def test_labelled_examples_come_from_the_training_slice_balanced_and_seeded(vari
     td, subset = trial.training_data(config, data)
     np.testing.assert_array_equal(ids(td.x), np.arange(n))
     assert td.y is None  # the unlabelled stream carries no labels
-    chosen = ids(td.labelled_x)
+    assert td.labelled_index.shape == td.labelled_y.shape == (1, 100)  # (seeds, L)
+    chosen = ids(td.x[td.labelled_index[0]])
     assert len(chosen) == 100 and len(set(chosen)) == 100
     assert chosen.max() < n  # from the training slice only, never valid (100000..) or test
-    np.testing.assert_array_equal(td.labelled_y.numpy(), data.train_y[chosen])
-    assert np.all(np.bincount(td.labelled_y.numpy(), minlength=10) == 10)
-    assert subset == datasets.subset_hash(np.sort(chosen))
+    np.testing.assert_array_equal(td.labelled_y[0].numpy(), data.train_y[chosen])
+    assert np.all(np.bincount(td.labelled_y[0].numpy(), minlength=10) == 10)
+    assert subset == [datasets.subset_hash(np.sort(chosen))]
 
     again, subset_again = trial.training_data(config, data)
-    np.testing.assert_array_equal(ids(again.labelled_x), chosen)
+    np.testing.assert_array_equal(ids(again.x[again.labelled_index[0]]), chosen)
     other, subset_other = trial.training_data(dataclasses.replace(config, seed=1), data)
-    assert set(ids(other.labelled_x)) != set(chosen) and subset_other != subset
+    assert set(ids(other.x[other.labelled_index[0]])) != set(chosen) and subset_other != subset
     assert subset_again == subset
+
+    # A pack of seeds 0 and 1: each seed has the labelled subset it has alone.
+    pack, subset_pack = trial.training_data([config, dataclasses.replace(config, seed=1)], data)
+    assert subset_pack == subset + subset_other
+    assert pack.labelled_index.shape == pack.labelled_y.shape == (2, 100)
+    for k, alone in enumerate((td, other)):
+        assert torch.equal(pack.labelled_index[k], alone.labelled_index[0])
+        assert torch.equal(pack.labelled_y[k], alone.labelled_y[0])
 
 
 def test_label_regularized_marks_all_other_examples_unlabelled():
@@ -450,16 +475,18 @@ def test_label_regularized_marks_all_other_examples_unlabelled():
     n = config.train_examples
     td, subset = trial.training_data(config, data)
     np.testing.assert_array_equal(ids(td.x), np.arange(n))
-    assert td.labelled_x is None and td.labelled_y is None
-    y = td.y.numpy()
-    assert y.shape == (n,)
+    assert td.labelled_index is None and td.labelled_y is None
+    assert td.y.shape == (1, n)  # (seeds, N)
+    y = td.y[0].numpy()
     shown = np.flatnonzero(y >= 0)
     assert len(shown) == 100 and set(np.unique(y[y < 0])) == {-1}
     np.testing.assert_array_equal(y[shown], data.train_y[shown])
     assert np.all(np.bincount(y[shown], minlength=10) == 10)
-    assert subset == datasets.subset_hash(shown)
+    assert subset == [datasets.subset_hash(shown)]
     other, _ = trial.training_data(dataclasses.replace(config, seed=1), data)
-    assert set(np.flatnonzero(other.y.numpy() >= 0)) != set(shown)
+    assert set(np.flatnonzero(other.y[0].numpy() >= 0)) != set(shown)
+    pack, _ = trial.training_data([config, dataclasses.replace(config, seed=1)], data)
+    assert torch.equal(pack.y, torch.cat([td.y, other.y]))  # each seed its own visible labels
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANT_PRIORS))
@@ -473,10 +500,12 @@ def test_each_variant_sees_labels_only_where_it_uses_them(variant):
     n = config.train_examples
     assert ids(td.x).max() < n
     if variant == "supervised":  # every training label (Section 4)
-        np.testing.assert_array_equal(td.y.numpy(), data.train_y[:n])
+        assert td.y.shape == (1, n)
+        np.testing.assert_array_equal(td.y[0].numpy(), data.train_y[:n])
     elif variant == "label-regularized":
-        assert int((td.y >= 0).sum()) == 100
+        assert td.y.shape == (1, n) and int((td.y >= 0).sum()) == 100
     else:
         assert td.y is None
     has_labelled = variant == "semi-supervised"
-    assert (td.labelled_x is not None) == has_labelled
+    assert (td.labelled_index is not None) == has_labelled
+    assert (td.labelled_y is not None) == has_labelled
