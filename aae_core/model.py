@@ -57,6 +57,25 @@ class _PerSeedGemm(torch.autograd.Function):
         return grad_x, grad_weight, grad.sum(1) if need_bias else None
 
 
+def seedwise(fn, *tensors: torch.Tensor) -> torch.Tensor:
+    """fn over (S, ...) tensors, on a CPU one seed's slices at a time.
+
+    Vectorised exp, log and sigmoid round the last bit differently in a tensor's scalar tail
+    than in its vector body, so in one stacked call a slice's bits would depend on where it
+    sits (e.g. 2 x 100 logits: seed 0's last 8 are in the body, alone they are the tail).
+    Seed by seed, every slice gets exactly the bits it gets alone. On a GPU, one call."""
+    if tensors[0].device.type != "cpu" or tensors[0].shape[0] == 1:
+        return fn(*tensors)
+    return torch.stack([fn(*parts) for parts in zip(*(t.unbind(0) for t in tensors), strict=True)])
+
+
+class SeedwiseSigmoid(nn.Module):
+    """The decoder's output sigmoid, seed by seed on a CPU (see `seedwise`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return seedwise(torch.sigmoid, x)
+
+
 class SeedLinear(nn.Module):
     """S independent linear layers applied to their own slices: (S, B, in) -> (S, B, out).
 
@@ -139,7 +158,7 @@ class Decoder(nn.Module):
     def __init__(self, input_shape: tuple[int, ...], code_dim: int, hidden: list[int], seeds: int):
         super().__init__()
         self.input_shape = tuple(input_shape)
-        self.net = mlp([code_dim, *hidden, math.prod(input_shape)], seeds, nn.Sigmoid())
+        self.net = mlp([code_dim, *hidden, math.prod(input_shape)], seeds, SeedwiseSigmoid())
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
         out = self.net(code)  # (S, B, C*H*W)

@@ -154,7 +154,7 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, reduction: str) ->
     if reduction == "sum":
         return per_example.mean(-1)  # (S,)
     if reduction == "mean":
-        return per_example.mean(-1) / x[0, 0].numel()
+        return per_example.mean(-1) / x_hat[0, 0].numel()  # x_hat always has the seed dimension
     raise ValueError(f"unknown reconstruction reduction {reduction!r}; valid: mean, sum")
 
 
@@ -238,7 +238,8 @@ def _update(ctx: StepContext, opt, loss_fn: Callable[[], torch.Tensor]) -> torch
 
 def bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy with logits, averaged over the batch of each seed: (S, B) -> (S,)."""
-    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
+    return models.seedwise(lambda a, b: F.binary_cross_entropy_with_logits(a, b, reduction="none").mean(-1),
+                           logits, targets)
 
 
 def discriminator_phase(ctx, opt, discriminators, reals, fakes) -> torch.Tensor:
@@ -401,9 +402,11 @@ def step_vae(ctx: StepContext, x, y) -> dict[str, torch.Tensor]:
         mean, logvar = net.posterior(x)  # (S, B, z_dim) each
         eps = per_seed(lambda gen, k: torch.randn(mean.shape[1:], generator=gen), ctx.prior_generators,
                        mean.device)
-        z = mean + (0.5 * logvar).exp() * eps
+        z = mean + models.seedwise(lambda lv: (0.5 * lv).exp(), logvar) * eps
         recon = reconstruction_loss(net.decoder(z).float(), x, ctx.settings.reduction)
-        return recon + kl_divergence(mean.float(), logvar.float(), z.float(), prior).mean(-1)
+        kl = models.seedwise(lambda m, lv, zz: kl_divergence(m, lv, zz, prior), mean.float(), logvar.float(),
+                             z.float())  # (S, B)
+        return recon + kl.mean(-1)
 
     return {"reconstruction": _update(ctx, ctx.opts["reconstruction"], loss)}
 
