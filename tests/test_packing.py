@@ -8,9 +8,7 @@ import json
 import math
 import random
 import re
-import signal
 import subprocess
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -19,7 +17,7 @@ from test_sweeps import (  # noqa: F401 (ray_env: a fixture)
     EPOCHS_KILLED,
     Clock,
     ray_env,
-    wait_for,
+    sigkill_driver_when,
 )
 
 from bench import cli, progress, results, runner
@@ -257,16 +255,7 @@ def test_killed_packed_sweep_resumes_its_pack_from_the_checkpoint(tmp_path, mnis
     args = sweep_args(tmp_path, mnist_dir, 2, 2)
     args[args.index("--epochs") + 1] = str(EPOCHS_KILLED)
     out = tmp_path / "killed.txt"
-    driver = subprocess.Popen([AAE_BENCH, *args], env=ray_env, stdout=open(out, "w"),
-                              stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: pack_epoch(out.read_text(), f"{a.trial_id}+1") >= 3, driver, out)
-        time.sleep(3)  # > TUNE_GLOBAL_CHECKPOINT_S: Tune's snapshot holds that checkpoint
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
+    sigkill_driver_when(args, ray_env, out, lambda: pack_epoch(out.read_text(), f"{a.trial_id}+1") >= 3)
     assert not (tmp_path / "table1.csv").exists()
 
     again = run(args, ray_env)

@@ -193,6 +193,21 @@ def wait_for(condition, proc: subprocess.Popen, out: Path, timeout: float = 600)
         time.sleep(0.3)
 
 
+def sigkill_driver_when(args: list[str], env: dict, out: Path, ready) -> None:
+    """Start `aae-bench ARGS` (output to `out`), and SIGKILL it once `ready()` holds and Tune's
+    snapshot has had time to record the latest checkpoint."""
+    driver = subprocess.Popen([AAE_BENCH, *args], env=env, stdout=open(out, "w"),
+                              stderr=subprocess.STDOUT)
+    try:
+        wait_for(ready, driver, out)
+        time.sleep(3)  # > TUNE_GLOBAL_CHECKPOINT_S: Tune's snapshot holds that checkpoint
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+
+
 def epochs_seen(text: str) -> dict[str, int]:
     seen: dict[str, int] = {}
     for trial, epoch in re.findall(r"^\[epoch\] (\w+) (\d+)/", text, re.M):
@@ -223,18 +238,9 @@ def test_killed_driver_then_rerun_gives_the_rows_of_an_uninterrupted_sweep(tmp_p
             "--epochs", str(EPOCHS_KILLED), "--max-concurrent", "1", "--results", str(results_dir),
             "--data-dir", str(mnist_dir), "--no-table"]
     out = tmp_path / "killed.txt"
-    driver = subprocess.Popen([AAE_BENCH, *args], env=ray_env, stdout=open(out, "w"),
-                              stderr=subprocess.STDOUT)
-    try:
-        # One trial done (its rows written); the next one past a few epochs (checkpoints).
-        wait_for(lambda: n_done(results_dir) == 1 and running_epoch(out.read_text()) >= 3,
-                 driver, out)
-        time.sleep(3)  # > TUNE_GLOBAL_CHECKPOINT_S: Tune's snapshot holds that checkpoint
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
+    # One trial done (its rows written); the next one past a few epochs (checkpoints).
+    sigkill_driver_when(args, ray_env, out,
+                        lambda: n_done(results_dir) == 1 and running_epoch(out.read_text()) >= 3)
     killed = out.read_text()
     first = re.search(r"^\[done\] (\w+)", killed, re.M).group(1)
     interrupted = next(t for t in epochs_seen(killed) if t != first)
