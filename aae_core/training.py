@@ -304,8 +304,9 @@ class StepContext:
     def __post_init__(self) -> None:
         if len(self.prior_generators) != len(self.noise_generators):
             raise ValueError("one prior and one noise generator per seed")
-        if self.alive is None:
-            self.alive = torch.ones(self.seeds, dtype=torch.bool, device=self.accelerator.device)
+        if self.alive is None:  # a resumed run's dead seeds stay dead
+            self.alive = torch.tensor([k not in self.diverged for k in range(self.seeds)],
+                                      device=self.accelerator.device)
 
     @property
     def seeds(self) -> int:
@@ -512,7 +513,7 @@ def generate(decoder, prior, n: int, prior_generators: list[torch.Generator], de
     out = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
-        z = torch.stack([prior.sample(b, gen) for gen in prior_generators]).to(device)  # (S, b, d)
+        z = per_seed(lambda gen, k, b=b: prior.sample(b, gen), prior_generators, device)  # (S, b, d)
         out.append(decoder(z).float().flatten(2).cpu().numpy())
     if not out:
         return np.zeros((len(prior_generators), 0, 0), dtype=np.float32)

@@ -238,7 +238,6 @@ def run_trial(
     training.prepare(accelerator, net, opts)
     ctx = training.StepContext(accelerator, net, opts, parts.priors, parts.settings,
                                gens["prior"], gens["noise"], world=shard.world, diverged=diverged)
-    ctx.alive = torch.tensor([k not in diverged for k in range(seeds)], device=accelerator.device)
     schedule = training.StepSchedule(config.lr_decay_epochs, config.lr_decay_factors)
     kind = evaluation_kind(config)
 
@@ -282,9 +281,11 @@ def run_trial(
                 errors = validation_errors(accelerator, net, data)
                 for k in live:
                     curve[k][-1]["validation_error"] = errors[k]
-                    if best[k] is None or errors[k] < best[k]["validation_error"]:
-                        best[k] = {"validation_error": errors[k], "epoch": epoch + 1,
-                                   "model": _seed_state(_state(accelerator, net), k)}
+                improved = [k for k in live if best[k] is None or errors[k] < best[k]["validation_error"]]
+                trained = _state(accelerator, net) if improved else {}  # one copy for all seeds
+                for k in improved:
+                    best[k] = {"validation_error": errors[k], "epoch": epoch + 1,
+                               "model": _seed_state(trained, k)}
             summary = {"epoch": epoch + 1, **_mean_over(curve[k][-1] for k in live), "seconds": seconds}
             if seeds > 1:
                 summary["seeds_live"] = len(live)
