@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import math
 import os
@@ -28,9 +27,9 @@ import pandas as pd
 import torch
 
 from aae_core import model as models
-from bench.config import CATEGORICAL_VARIANTS, TrialConfig, config_from_dict
+from bench.config import CATEGORICAL_VARIANTS, TrialConfig
 from bench.grids import GRIDS
-from bench.tables import pick_profile, select
+from bench.results import config_of, pick_profile, select
 
 log = logging.getLogger("aae_bench.figures")
 
@@ -138,28 +137,7 @@ def artifact_dir(results_dir: str | os.PathLike, grid: str, trial_id: str) -> Pa
     return Path(results_dir) / "artifacts" / grid / trial_id
 
 
-# -- rows -> configs, cells ---------------------------------------------------------------
-
-
-def config_of(row: Mapping) -> TrialConfig:
-    """A trial's config from one of its rows (CSV cells: NaN for None, JSON for tuples)."""
-    values = {}
-    for f in dataclasses.fields(TrialConfig):
-        if f.name not in row:
-            continue  # a field added after the row was written keeps its default
-        value = row[f.name]
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            values[f.name] = None
-            continue
-        if isinstance(value, str) and value.startswith("["):
-            value = tuple(json.loads(value))
-        elif isinstance(value, np.generic):
-            value = value.item()
-        base = str(f.type).split(" |")[0]
-        if base in ("int", "float", "str"):
-            value = {"int": int, "float": float, "str": str}[base](value)
-        values[f.name] = value
-    return config_from_dict({**values, "trial_id": row["trial_id"]})
+# -- rows -> trials, cells ------------------------------------------------------------------
 
 
 def find_artifacts(results_dir, frame: pd.DataFrame, spec: FigureSpec, grid: str | None = None

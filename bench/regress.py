@@ -30,8 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.results import read_rows
-from bench.tables import CONFIG_FIELDS, select
+from bench.results import CONFIG_FIELDS, read_rows, select
 
 FORMAT = "aae-bench-baseline/1"
 PASS, EXIT_DRIFT, EXIT_UNUSABLE = 0, 1, 2

@@ -7,12 +7,18 @@ finished row is never lost. Merging keeps the newest row per (trial_id, metric).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+from bench.config import TrialConfig, config_from_dict
 
 STATUSES = ("done", "diverged", "error")
 KEY = ["trial_id", "metric"]
@@ -94,3 +100,59 @@ def done_trial_ids(results_dir: str | os.PathLike, grid: str) -> set[str]:
         return set()
     ok = frame.groupby("trial_id")["status"].agg(lambda s: bool((s == "done").all()))
     return set(ok[ok].index)
+
+
+# -- reading rows back: a cell's rows, the profile shown, a trial's config --------------------
+
+# Profiles from most to least faithful; a cell shows the most faithful profile that has rows.
+PROFILE_RANK = ("paper", "quick", "smoke")
+CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))
+
+
+def _equals(column: pd.Series, value) -> pd.Series:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return column.astype(str) == str(value)
+    return pd.to_numeric(column, errors="coerce") == value
+
+
+def select(frame: pd.DataFrame, grid: str, filters: Mapping[str, object] | None = None
+           ) -> pd.DataFrame:
+    """Rows of one grid whose config fields equal `filters`."""
+    if frame.empty or "grid" not in frame.columns:
+        return frame.iloc[0:0]
+    mask = frame["grid"].astype(str) == grid
+    for name, value in (filters or {}).items():
+        if name not in frame.columns:
+            return frame.iloc[0:0]
+        mask &= _equals(frame[name], value)
+    return frame[mask]
+
+
+def pick_profile(profiles) -> str | None:
+    """The most faithful profile present (PROFILE_RANK order; unknown names last)."""
+    present = [str(p) for p in pd.unique(pd.Series(list(profiles), dtype=object)) if pd.notna(p)]
+    if not present:
+        return None
+    return sorted(present, key=lambda p: (PROFILE_RANK.index(p) if p in PROFILE_RANK
+                                          else len(PROFILE_RANK), p))[0]
+
+
+def config_of(row: Mapping) -> TrialConfig:
+    """A trial's config from one of its rows (CSV cells: NaN for None, JSON for tuples)."""
+    values = {}
+    for f in dataclasses.fields(TrialConfig):
+        if f.name not in row:
+            continue  # a field added after the row was written keeps its default
+        value = row[f.name]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            values[f.name] = None
+            continue
+        if isinstance(value, str) and value.startswith("["):
+            value = tuple(json.loads(value))
+        elif isinstance(value, np.generic):
+            value = value.item()
+        base = str(f.type).split(" |")[0]
+        if base in ("int", "float", "str"):
+            value = {"int": int, "float": float, "str": str}[base](value)
+        values[f.name] = value
+    return config_from_dict({**values, "trial_id": row["trial_id"]})

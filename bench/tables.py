@@ -11,7 +11,6 @@ reproducibility caveats tagged in comments (DESIGN.md habit 10), which the card 
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import json
 import math
@@ -24,12 +23,10 @@ import numpy as np
 import pandas as pd
 
 from bench import metrics, paper
-from bench.config import TrialConfig
+from bench.results import CONFIG_FIELDS, pick_profile, select
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Profiles from most to least faithful; a cell shows the most faithful profile that has rows.
-PROFILE_RANK = ("paper", "quick", "smoke")
 VERDICT_PROFILE = "paper"
 MIN_SEEDS = 3
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
@@ -236,38 +233,7 @@ def verdict(mean: float, std: float, n: int, profile: str | None, paper_value: f
 # Rows -> one cell
 # --------------------------------------------------------------------------------------------
 
-CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))
 _POOL_IGNORE = {"seed", "grid", "profile", "fold"}
-
-
-def _equals(column: pd.Series, value) -> pd.Series:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return column.astype(str) == str(value)
-    return pd.to_numeric(column, errors="coerce") == value
-
-
-def select(frame: pd.DataFrame, grid: str, filters: Mapping[str, object] | None = None,
-           metric: str | None = None) -> pd.DataFrame:
-    """Rows of one grid whose config fields equal `filters` (and of one metric, if given)."""
-    if frame.empty or "grid" not in frame.columns:
-        return frame.iloc[0:0]
-    mask = frame["grid"].astype(str) == grid
-    for name, value in (filters or {}).items():
-        if name not in frame.columns:
-            return frame.iloc[0:0]
-        mask &= _equals(frame[name], value)
-    if metric is not None:
-        mask &= frame["metric"] == metric
-    return frame[mask]
-
-
-def pick_profile(profiles) -> str | None:
-    """The most faithful profile present (PROFILE_RANK order; unknown names last)."""
-    present = [str(p) for p in pd.unique(pd.Series(list(profiles), dtype=object)) if pd.notna(p)]
-    if not present:
-        return None
-    return sorted(present, key=lambda p: (PROFILE_RANK.index(p) if p in PROFILE_RANK
-                                          else len(PROFILE_RANK), p))[0]
 
 
 def _is_gpu(device, gpu) -> bool:
