@@ -30,3 +30,11 @@ def mnist_dir() -> Path:
             pytest.fail("CI must have the real MNIST files (../shared/data/mnist or AAE_BENCH_DATA)")
         pytest.skip("real MNIST files not found (set AAE_BENCH_DATA)")
     return found
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir):
+    """Real MNIST, loaded once for the whole test run (tests must not modify its arrays)."""
+    from aae_core import datasets
+
+    return datasets.load("mnist", mnist_dir)
