@@ -1,7 +1,7 @@
-"""Slow, independent implementations of bench.metrics, for the tests only.
+"""Slow, independent implementations of bench.metrics and bench.parzen, for the tests only.
 
 Written differently from the fast code on purpose: plain Python loops and float64, no matrix
-products, no norm expansion, no shared helpers with bench.metrics.
+products, no norm expansion, no shared helpers with bench.metrics or bench.parzen.
 """
 
 from __future__ import annotations

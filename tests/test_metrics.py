@@ -1,4 +1,5 @@
-"""bench.metrics against slow independent references (tests/reference.py) and known answers.
+"""bench.metrics and bench.parzen against slow independent references (tests/reference.py) and
+known answers.
 
 The tables below are built from EVALUATORS; a new evaluator is under test once it is added to one
 of them, and test_every_evaluator_is_covered fails until it is.
@@ -70,6 +71,18 @@ def test_every_evaluator_is_covered():
     assert all(callable(f) for f in EVALUATORS.values())
 
 
+def test_parzen_names_have_one_definition():
+    # bench.metrics re-exports bench.parzen, and the trial config's default grid is the same object.
+    import bench.config
+    import bench.metrics
+    import bench.parzen
+
+    for name in [*PARZEN_LL, *PARZEN_OTHERS, "PARZEN_SIGMAS"]:
+        assert getattr(bench.metrics, name) is getattr(bench.parzen, name), name
+    assert bench.config.PARZEN_SIGMAS is bench.parzen.PARZEN_SIGMAS
+    assert isinstance(PARZEN_SIGMAS, tuple) and all(type(s) is float for s in PARZEN_SIGMAS)
+
+
 # --------------------------------------------------------------------------------------------
 # Parzen window
 # --------------------------------------------------------------------------------------------
@@ -80,7 +93,7 @@ def _log_norm(d: int, sigma: float) -> float:
 
 
 def _fp32_bound(samples, points, sigma):
-    """The float32 error model in bench/metrics.py, in nats:
+    """The float32 error model in bench/parzen.py, in nats:
     2^-20 ((||x - c||^2 + max ||mu - c||^2) / (2 sigma^2) + log2(n) + 1), c the mean of the
     points: float32 rounding of the scores, plus that of the exp and the sum over n samples."""
     p = np.asarray(points, dtype=np.float64).reshape(len(points), -1)
