@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from aae_core import datasets
+from aae_core import datasets, files
 
 
 def info(name: str, data_dir: str | None, as_json: bool) -> str:
@@ -25,11 +25,11 @@ def fetch(name: str, data_dir: str | None) -> str:
     """Find or download every file of `name`, verify them by loading, and say what happened.
 
     Without --data-dir the usual search order applies and downloads go to the cache; with it,
-    missing files are downloaded into that directory (see aae_core.datasets.fetch).
+    missing files are downloaded into that directory (see aae_core.files.fetch).
     """
-    found = datasets.fetch(name, data_dir)
+    found = files.fetch(name, data_dir)
     dataset = datasets.load(name, data_dir, download=False)
-    checksums = datasets.file_checksums(name)
+    checksums = files.file_checksums(name)
     n_files = len(checksums)
     known = [f for f, c in checksums.items() if c]
     unknown = [f for f, c in checksums.items() if not c]

@@ -56,7 +56,7 @@ def test_info_json_on_real_mnist(mnist_dir):
 
 def test_info_never_downloads(monkeypatch, tmp_path):
     monkeypatch.delenv("AAE_BENCH_DATA", raising=False)
-    monkeypatch.setitem(datasets.SYSTEM_DIRS, "mnist", ())
+    monkeypatch.setitem(files.SYSTEM_DIRS, "mnist", ())
     with pytest.raises(DataError, match=r"aae-bench data fetch mnist"):
         data_command.info("mnist", None, as_json=False)
 

@@ -31,7 +31,7 @@ def mnist(mnist_dir) -> Dataset:
 def _link_mnist(src: Path, dst: Path, skip: str | None = None) -> Path:
     """dst holding symlinks to the real MNIST .gz files (all but `skip`)."""
     dst.mkdir(parents=True, exist_ok=True)
-    for name in datasets.MNIST_FILES:
+    for name in files.MNIST_FILES:
         if name != skip:
             (dst / f"{name}.gz").symlink_to(src / f"{name}.gz")
     return dst
@@ -40,7 +40,7 @@ def _link_mnist(src: Path, dst: Path, skip: str | None = None) -> Path:
 def _placeholders(directory: Path, name: str = "mnist") -> Path:
     """Empty files with the right names: enough for locate(), which only checks presence."""
     directory.mkdir(parents=True, exist_ok=True)
-    for fname in datasets.FILES[name]:
+    for fname in files.FILES[name]:
         (directory / fname).touch()
     return directory
 
@@ -78,7 +78,7 @@ def test_mnist_pixels_are_raw_bytes_over_255(mnist, mnist_dir):
 
 
 def test_mnist_from_decompressed_files(mnist, mnist_dir, tmp_path):
-    for name in datasets.MNIST_FILES:
+    for name in files.MNIST_FILES:
         (tmp_path / name).write_bytes(gzip.decompress((mnist_dir / f"{name}.gz").read_bytes()))
     plain = datasets.load("mnist", tmp_path, download=False)
     np.testing.assert_array_equal(plain.train_x, mnist.train_x)
@@ -90,7 +90,7 @@ def test_plain_file_preferred_over_gz(tmp_path):
     _placeholders(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").touch()
     assert (
-        datasets.locate("mnist", tmp_path).files["t10k-labels-idx1-ubyte"]
+        files.locate("mnist", tmp_path).files["t10k-labels-idx1-ubyte"]
         == tmp_path / "t10k-labels-idx1-ubyte"
     )
 
@@ -152,46 +152,46 @@ def four_places(tmp_path, monkeypatch):
     _placeholders(places["cache"] / "mnist")
     monkeypatch.setenv("AAE_BENCH_DATA", str(places["env"]))
     monkeypatch.setenv("AAE_BENCH_CACHE", str(places["cache"]))
-    monkeypatch.setitem(datasets.SYSTEM_DIRS, "mnist", (str(places["system"]),))
+    monkeypatch.setitem(files.SYSTEM_DIRS, "mnist", (str(places["system"]),))
     return places
 
 
 def test_search_order(four_places, monkeypatch, tmp_path):
-    assert datasets.locate("mnist", four_places["given"]).source == str(four_places["given"])
-    assert datasets.locate("mnist").source == str(four_places["env"])
+    assert files.locate("mnist", four_places["given"]).source == str(four_places["given"])
+    assert files.locate("mnist").source == str(four_places["env"])
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.setenv("AAE_BENCH_DATA", str(empty))  # no MNIST file at all: falls through
-    assert datasets.locate("mnist").source == str(four_places["system"])
-    monkeypatch.setitem(datasets.SYSTEM_DIRS, "mnist", ())
-    assert datasets.locate("mnist").source == f"download cache: {four_places['cache'] / 'mnist'}"
+    assert files.locate("mnist").source == str(four_places["system"])
+    monkeypatch.setitem(files.SYSTEM_DIRS, "mnist", ())
+    assert files.locate("mnist").source == f"download cache: {four_places['cache'] / 'mnist'}"
 
 
 def test_given_dir_with_missing_files_never_falls_through(four_places, tmp_path):
     partial = _placeholders(tmp_path / "partial")
     (partial / "train-images-idx3-ubyte").unlink()
     with pytest.raises(DataError, match=r"--data-dir .*train-images-idx3-ubyte\[\.gz\] missing in"):
-        datasets.locate("mnist", partial)
+        files.locate("mnist", partial)
     empty = tmp_path / "nothing"
     empty.mkdir()
     with pytest.raises(DataError, match=r"--data-dir .*missing in .*nothing or .*nothing/mnist"):
-        datasets.locate("mnist", empty)
+        files.locate("mnist", empty)
     with pytest.raises(DataError, match=r"--data-dir .*no such directory"):
-        datasets.locate("mnist", tmp_path / "absent")
+        files.locate("mnist", tmp_path / "absent")
 
 
 def test_env_partial_is_an_error(four_places, monkeypatch):
     (four_places["env"] / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(DataError, match=r"AAE_BENCH_DATA .*t10k-labels-idx1-ubyte\[\.gz\] missing"):
-        datasets.locate("mnist")
+        files.locate("mnist")
 
 
 def test_env_subdirectory_named_after_dataset(four_places, monkeypatch, tmp_path):
     _placeholders(tmp_path / "shared" / "mnist")
     monkeypatch.setenv("AAE_BENCH_DATA", str(tmp_path / "shared"))
-    assert datasets.locate("mnist").source == str(tmp_path / "shared" / "mnist")
+    assert files.locate("mnist").source == str(tmp_path / "shared" / "mnist")
     monkeypatch.setenv("AAE_BENCH_DATA", str(tmp_path / "shared" / "mnist"))
-    assert datasets.locate("mnist").source == str(tmp_path / "shared" / "mnist")
+    assert files.locate("mnist").source == str(tmp_path / "shared" / "mnist")
 
 
 @pytest.mark.parametrize("layout", ["parent", "named"])
@@ -200,15 +200,15 @@ def test_env_with_mnist_only_lets_fashion_fall_through(layout, monkeypatch, tmp_
     also when the variable names the `mnist` directory itself (same file names)."""
     mnist = _placeholders(tmp_path / "data" / "mnist")
     system = _placeholders(tmp_path / "system", "fashion-mnist")
-    monkeypatch.setitem(datasets.SYSTEM_DIRS, "fashion-mnist", (str(system),))
+    monkeypatch.setitem(files.SYSTEM_DIRS, "fashion-mnist", (str(system),))
     monkeypatch.setenv("AAE_BENCH_DATA", str(mnist.parent if layout == "parent" else mnist))
-    assert datasets.locate("fashion-mnist").source == str(system)
-    assert datasets.locate("mnist").source == str(mnist)
+    assert files.locate("fashion-mnist").source == str(system)
+    assert files.locate("mnist").source == str(mnist)
 
 
 def test_offline_without_files_names_them_and_the_ways(monkeypatch, tmp_path):
     monkeypatch.delenv("AAE_BENCH_DATA", raising=False)
-    monkeypatch.setitem(datasets.SYSTEM_DIRS, "mnist", ())
+    monkeypatch.setitem(files.SYSTEM_DIRS, "mnist", ())
     with pytest.raises(DataError) as err:
         datasets.load("mnist", download=False)
     message = str(err.value)
@@ -258,7 +258,7 @@ def test_fashion_mnist_from_system_location(fashion_available, monkeypatch):
 def test_fashion_found_next_to_real_mnist_env(fashion_available, mnist_dir, monkeypatch):
     for env in (mnist_dir, mnist_dir.parent):
         monkeypatch.setenv("AAE_BENCH_DATA", str(env))
-        assert datasets.locate("fashion-mnist", download=False).source == str(FASHION_SYSTEM)
+        assert files.locate("fashion-mnist", download=False).source == str(FASHION_SYSTEM)
 
 
 # -- SVHN from fake files ------------------------------------------------------------------------
@@ -317,7 +317,7 @@ def test_svhn_extra_is_appended_to_train(svhn_dir, monkeypatch):
 def test_svhn_unpinned_fake_fails_checksum(svhn_dir, monkeypatch):
     directory = svhn_dir[0]
     monkeypatch.setitem(
-        datasets.CHECKSUMS["svhn"], "train_32x32.mat", "md5:e26dedcc434d2e4c54c9b2d4a06d8373"
+        files.CHECKSUMS["svhn"], "train_32x32.mat", "md5:e26dedcc434d2e4c54c9b2d4a06d8373"
     )
     with pytest.raises(
         DataError,
@@ -408,30 +408,30 @@ def test_corrupt_download_leaves_no_file(svhn_dir, monkeypatch, tmp_path):
 
 def test_payload_checksum_failure_after_download_leaves_no_file(mnist_dir, monkeypatch, tmp_path):
     """The .gz matches its download hash but the payload table disagrees: nothing is kept."""
-    sources = {f"{n}.gz": (mnist_dir / f"{n}.gz").read_bytes() for n in datasets.MNIST_FILES}
+    sources = {f"{n}.gz": (mnist_dir / f"{n}.gz").read_bytes() for n in files.MNIST_FILES}
     monkeypatch.setattr(files, "fetch_url", _serve(sources, []))
-    monkeypatch.setitem(datasets.CHECKSUMS["mnist"], "t10k-labels-idx1-ubyte", "md5:" + "0" * 32)
+    monkeypatch.setitem(files.CHECKSUMS["mnist"], "t10k-labels-idx1-ubyte", "md5:" + "0" * 32)
     monkeypatch.delenv("AAE_BENCH_DATA", raising=False)
-    monkeypatch.setitem(datasets.SYSTEM_DIRS, "mnist", ())
+    monkeypatch.setitem(files.SYSTEM_DIRS, "mnist", ())
     with pytest.raises(
         DataError,
         match=r"rejected and not kept: .*t10k-labels-idx1-ubyte\.gz: checksum check failed",
     ):
-        datasets.locate("mnist")
+        files.locate("mnist")
     assert "t10k-labels-idx1-ubyte.gz" not in [p.name for p in _all_files(tmp_path / "cache")]
 
 
 def test_mnist_download_verifies_real_hashes(mnist_dir, monkeypatch, tmp_path):
     """The real .gz files pass the DOWNLOADS sha256s and the payload md5s (pins both tables)."""
-    sources = {f"{n}.gz": (mnist_dir / f"{n}.gz").read_bytes() for n in datasets.MNIST_FILES}
+    sources = {f"{n}.gz": (mnist_dir / f"{n}.gz").read_bytes() for n in files.MNIST_FILES}
     calls = []
     monkeypatch.setattr(files, "fetch_url", _serve(sources, calls))
     monkeypatch.delenv("AAE_BENCH_DATA", raising=False)
-    monkeypatch.setitem(datasets.SYSTEM_DIRS, "mnist", ())
-    found = datasets.locate("mnist")
-    assert found.downloaded == datasets.MNIST_FILES
+    monkeypatch.setitem(files.SYSTEM_DIRS, "mnist", ())
+    found = files.locate("mnist")
+    assert found.downloaded == files.MNIST_FILES
     assert all(url.startswith("https://ossci-datasets.s3.amazonaws.com/mnist/") for url in calls)
-    for name, (_, known) in datasets.DOWNLOADS["mnist"].items():
+    for name, (_, known) in files.DOWNLOADS["mnist"].items():
         assert known == "sha256:" + hashlib.sha256(sources[f"{name}.gz"]).hexdigest()
 
 
@@ -439,13 +439,13 @@ def test_fetch_into_data_dir(svhn_dir, monkeypatch, tmp_path):
     sources = {p.name: p.read_bytes() for p in svhn_dir[0].iterdir()}
     monkeypatch.setattr(files, "fetch_url", _serve(sources, []))
     target = tmp_path / "mydata"
-    found = datasets.fetch("svhn", target)
+    found = files.fetch("svhn", target)
     assert found.source == str(target / "svhn") and set(found.downloaded) == {
         "train_32x32.mat",
         "test_32x32.mat",
     }
-    assert datasets.locate("svhn", target).source == str(target / "svhn")
-    assert datasets.fetch("svhn", target).downloaded == ()
+    assert files.locate("svhn", target).source == str(target / "svhn")
+    assert files.fetch("svhn", target).downloaded == ()
 
 
 # -- TFD from fake files -------------------------------------------------------------------------
@@ -492,7 +492,7 @@ def test_tfd_96_reads_its_own_file_from_tfd_dir(tmp_path):
 
 def test_tfd_checksum_is_applied_when_known(tfd_dir, monkeypatch):
     directory = tfd_dir[0]
-    monkeypatch.setitem(datasets.CHECKSUMS["tfd"], "TFD_48x48.mat", "md5:" + "1" * 32)
+    monkeypatch.setitem(files.CHECKSUMS["tfd"], "TFD_48x48.mat", "md5:" + "1" * 32)
     with pytest.raises(DataError, match=r"TFD_48x48\.mat: checksum check failed"):
         datasets.load("tfd", directory)
     pin(monkeypatch, "tfd", directory / "TFD_48x48.mat")
@@ -635,18 +635,19 @@ def test_dataset_rejects_wrong_dtypes():
 
 def test_cache_dir_default_and_override(monkeypatch, tmp_path):
     monkeypatch.setenv("AAE_BENCH_CACHE", str(tmp_path))
-    assert datasets.cache_dir("svhn-extra") == tmp_path / "svhn"
+    assert files.cache_dir("svhn-extra") == tmp_path / "svhn"
     monkeypatch.delenv("AAE_BENCH_CACHE")
-    assert datasets.cache_dir("mnist").parts[-2:] == ("aae-bench", "mnist")
+    assert files.cache_dir("mnist").parts[-2:] == ("aae-bench", "mnist")
 
 
 def test_every_dataset_is_fully_described():
+    # files.FILES names the known datasets in the unknown-name error, so the two tables agree.
+    assert list(files.FILES) == list(datasets.DATASETS)
     for name in datasets.DATASETS:
-        assert name in datasets.FILES
-        family = datasets.FAMILY.get(name, name)
-        assert set(datasets.FILES[name]) <= set(datasets.CHECKSUMS[family])
-        if family in datasets.DOWNLOADS:
-            assert set(datasets.FILES[name]) <= set(datasets.DOWNLOADS[family])
+        family = files.FAMILY.get(name, name)
+        assert set(files.FILES[name]) <= set(files.CHECKSUMS[family])
+        if family in files.DOWNLOADS:
+            assert set(files.FILES[name]) <= set(files.DOWNLOADS[family])
 
 
 def test_failed_download_says_how_to_provide_files(monkeypatch):
@@ -655,7 +656,7 @@ def test_failed_download_says_how_to_provide_files(monkeypatch):
 
     monkeypatch.setattr(files, "fetch_url", unreachable)
     monkeypatch.delenv("AAE_BENCH_DATA", raising=False)
-    monkeypatch.setitem(datasets.SYSTEM_DIRS, "mnist", ())
+    monkeypatch.setitem(files.SYSTEM_DIRS, "mnist", ())
     with pytest.raises(
         DataError,
         match=r"^mnist: could not download https://.*ConnectionError.*offline\? .*--data-dir",
