@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import figures as figs
-from bench import tables
+from bench import render, tables, tags
 from bench.results import read_rows
 
 CSS = """
@@ -108,17 +108,17 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     generator = generator or default_generator(results_dir, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = read_rows(results_dir)
-    notes = tables.scan_notes()
+    notes = tags.scan_notes()
     written: list[Path] = []
     sections_md, sections_html = [], []
     for key, spec in tables.TABLES.items():
         view = tables.build_view(spec, frame)
         header = provenance_lines(_rows_for(spec, frame), generator)
-        md = tables.view_markdown(view, notes)
-        fragment = tables.view_html(view, notes)
+        md = render.view_markdown(view, notes)
+        fragment = render.view_html(view, notes)
         files = {
             f"{key}.md": _md_header(header) + "\n" + md,
-            f"{key}.tex": _tex_header(header) + "\n" + tables.view_latex(view, notes),
+            f"{key}.tex": _tex_header(header) + "\n" + render.view_latex(view, notes),
             f"{key}.html": _html_page(spec.title, header, fragment),
         }
         for name, text in files.items():
@@ -154,10 +154,10 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     return written
 
 
-def _notes_section(notes: list[tables.Note]) -> tuple[str, str]:
+def _notes_section(notes: list[tags.Note]) -> tuple[str, str]:
     """Every tagged note of the source tree, whichever table it bears on."""
-    intro = (f"All {len(notes)} notes tagged {' / '.join(tables.NOTE_TAGS)} in "
-             f"{', '.join(tables.NOTE_ROOTS)} (each protocol card lists those bearing on its table).")
+    intro = (f"All {len(notes)} notes tagged {' / '.join(tags.NOTE_TAGS)} in "
+             f"{', '.join(tags.NOTE_ROOTS)} (each protocol card lists those bearing on its table).")
     md = ["## Caveats in the code", "", intro, ""]
     md += [f"- {n.tag} `{n.where()}` ({n.context}): {n.text}" for n in notes] + [""]
     out = ['<section id="notes">', "<h2>Caveats in the code</h2>", f"<p>{html.escape(intro)}</p>",
@@ -217,7 +217,7 @@ def markdown_for_grid(results_dir: str | os.PathLike, grid: str) -> str:
     frame = read_rows(results_dir)
     keys = tables.tables_for_grid(grid)
     if keys:
-        return "\n".join(tables.render_markdown(k, frame, notes=[], card=False) for k in keys)
+        return "\n".join(render.render_markdown(k, frame, notes=[], card=False) for k in keys)
     rows = frame[(frame["grid"].astype(str) == grid) & (frame["status"] == "done")] \
         if not frame.empty else frame
     if rows.empty:

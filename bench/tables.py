@@ -2,30 +2,24 @@
 
 A table is DATA (`TABLES`): its columns, and for each column the cell spec that fills our row
 (grid, metric and config filters). A new grid or metric plugs in by editing a spec; the logic
-below never names a grid. The rendering (Markdown, LaTeX, HTML) works on a `TableView`, a grid of
-display strings, so the three formats always say the same thing.
-
-Also here: the protocol card printed under each table, and the scan of the source tree for the
-reproducibility caveats tagged in comments (DESIGN.md habit 10), which the card lists.
+below never names a grid. A table becomes a `TableView`, a grid of display strings, with its
+protocol card (the protocol values of its rows, its rules and the caveats tagged in the code that
+bear on it); bench.render writes a view as Markdown, LaTeX or HTML, so the three formats always
+say the same thing.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench import metrics, paper
+from bench import metrics, paper, tags
 from bench.results import CONFIG_FIELDS, pick_profile, select
-
-REPO = Path(__file__).resolve().parents[1]
 
 VERDICT_PROFILE = "paper"
 MIN_SEEDS = 3
@@ -410,112 +404,6 @@ def build_view(spec: TableSpec, frame: pd.DataFrame) -> TableView:
 
 
 # --------------------------------------------------------------------------------------------
-# PAPER-GAP / DEVIATION notes in the source tree
-# --------------------------------------------------------------------------------------------
-
-NOTE_TAGS = ("PAPER-GAP", "DEVIATION")
-# The tag, an optional parenthesised qualifier, then a colon (the tag is built from NOTE_TAGS so
-# that this file never matches itself).
-_NOTE_RE = re.compile(r"\b(" + "|".join(NOTE_TAGS) + r")\b(\s*\([^)]*\))?\s*:\s*(.*)")
-_TOP_LEVEL = re.compile(r"^(?:async\s+def|def|class)\s+(\w+)|^([A-Za-z_]\w*)\s*(?::[^=]*)?=")
-NOTE_ROOTS = ("aae_core", "bench")
-_MAX_CONTINUATION = 8
-# Which notes bear on which table: a note bears on the tables whose `note_keywords` appear in its
-# text or in the name it sits under (function, class, constant, config field); a note that
-# mentions no table's keywords (the shared model, training, priors) bears on every table.
-
-
-@dataclass(frozen=True)
-class Note:
-    tag: str
-    path: str
-    line: int
-    text: str
-    context: str
-    """The top-level def/class/constant the note sits in (or, for a top-level comment, precedes)."""
-
-    def where(self) -> str:
-        return f"{self.path}:{self.line}"
-
-
-_FIELD = re.compile(r"^\s*(?:(?:async\s+def|def|class)\s+(\w+)|([A-Za-z_]\w*)\s*(?::[^=]*)?=)")
-
-
-def _context(lines: list[str], index: int, comment: bool) -> str:
-    """The name a note sits under. A comment: the top-level def/class/constant it is in (or, at
-    column 0, the one it precedes). Docstring text: the nearest def, class or assignment above
-    at no deeper indent (a config field's docstring names the field)."""
-    if not comment:
-        indent = len(lines[index]) - len(lines[index].lstrip())
-        for i in range(index - 1, -1, -1):
-            match = _FIELD.match(lines[i])
-            if match and len(lines[i]) - len(lines[i].lstrip()) <= indent:
-                return match.group(1) or match.group(2)
-        return ""
-    top_level_comment = lines[index].startswith("#")
-    order = range(index + 1, len(lines)) if top_level_comment else range(index, -1, -1)
-    for i in order:
-        match = _TOP_LEVEL.match(lines[i])
-        if match:
-            return match.group(1) or match.group(2)
-    return ""
-
-
-def _continuation(lines: list[str], index: int, comment: bool) -> list[str]:
-    more: list[str] = []
-    if not comment and '"""' in lines[index].split(":", 1)[-1]:
-        return more  # a one-line docstring note
-    for line in lines[index + 1: index + 1 + _MAX_CONTINUATION]:
-        stripped = line.strip()
-        if _NOTE_RE.search(stripped):
-            break
-        if comment:
-            if not stripped.startswith("#") or stripped == "#":
-                break
-            more.append(stripped.lstrip("#").strip())
-        else:
-            if not stripped or stripped.startswith("#"):
-                break
-            more.append(stripped.replace('"""', "").strip())
-            if '"""' in stripped:
-                break
-    return [m for m in more if m]
-
-
-def scan_notes(base: str | Path = REPO, roots: tuple[str, ...] = NOTE_ROOTS) -> list[Note]:
-    """Every tagged note in the .py files under base/roots, with its continuation lines."""
-    base = Path(base)
-    notes: list[Note] = []
-    for root in roots:
-        for path in sorted((base / root).rglob("*.py")):
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-            for i, line in enumerate(lines):
-                match = _NOTE_RE.search(line)
-                if not match:
-                    continue
-                comment = "#" in line[: match.start()]
-                # In a docstring the sentence before the tag says what the note is about.
-                lead = "" if comment else line[: match.start()].replace('"""', "").strip()
-                body = " ".join([match.group(3).replace('"""', "").strip(),
-                                 *_continuation(lines, i, comment)]).strip()
-                tag = match.group(1) + (match.group(2) or "")
-                notes.append(Note(tag, path.relative_to(base).as_posix(), i + 1,
-                                  f"({lead}) {body}" if lead else body,
-                                  _context(lines, i, comment)))
-    return notes
-
-
-def notes_for(spec: TableSpec, notes: list[Note]) -> list[Note]:
-    """The notes that bear on one table (the rule is above NOTE_ROOTS)."""
-    def mentions(note: Note, keywords) -> bool:
-        haystack = f"{note.text} {note.context}".lower()
-        return any(k in haystack for k in keywords)
-
-    every = {k for t in TABLES.values() for k in t.note_keywords}
-    return [n for n in notes if mentions(n, spec.note_keywords) or not mentions(n, every)]
-
-
-# --------------------------------------------------------------------------------------------
 # Protocol card
 # --------------------------------------------------------------------------------------------
 
@@ -536,7 +424,13 @@ def _short_list(value) -> str:
     return "[" + ", ".join(f"{float(x):.3g}" for x in items) + f"] ({len(items)} values)"
 
 
-def protocol_card(view: TableView, notes: list[Note]) -> list[tuple[str, str]]:
+def notes_for(spec: TableSpec, notes: list[tags.Note]) -> list[tags.Note]:
+    """The notes that bear on one table: those naming its keywords, and those naming no table's."""
+    every = {k for t in TABLES.values() for k in t.note_keywords}
+    return tags.notes_for(notes, spec.note_keywords, every)
+
+
+def protocol_card(view: TableView, notes: list[tags.Note]) -> list[tuple[str, str]]:
     """(label, text) items: per cell the protocol values of its rows, then rules and notes."""
     spec = view.spec
     items: list[tuple[str, str]] = []
@@ -575,119 +469,6 @@ def protocol_card(view: TableView, notes: list[Note]) -> list[tuple[str, str]]:
         where = note.where() + (f" ({note.context})" if note.context else "")
         items.append((f"{note.tag} {where}", note.text))
     return items
-
-
-# --------------------------------------------------------------------------------------------
-# Renderers
-# --------------------------------------------------------------------------------------------
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def view_markdown(view: TableView, notes: list[Note] | None = None, card: bool = True) -> str:
-    """The table, its notes, the verdict rule and (optionally) the protocol card, as Markdown."""
-    spec = view.spec
-    out = [f"## {spec.title}", "", spec.caption, ""]
-    out.append("| " + " | ".join(_md(h) for h in view.header) + " |")
-    out.append("|" + "|".join([":---"] + [":---:"] * (len(view.header) - 1)) + "|")
-    for label, cells in view.rows:
-        out.append("| " + " | ".join([_md(label)] + [_md(" · ".join(c.lines)) for c in cells])
-                   + " |")
-    out.append("")
-    out.extend(view.marks)
-    if view.sources:
-        out += ["", "Paper numbers and their sources:", ""]
-        out += [f"- {_md(s)}" for s in view.sources]
-    out += ["", VERDICT_RULE, "", CELL_NOTE, ""]
-    if card:
-        out += [f"### Protocol card ({spec.key})", ""]
-        out += [f"- **{_md(k)}**: {_md(v)}" for k, v in protocol_card(view, notes or [])]
-        out.append("")
-    return "\n".join(out)
-
-
-_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                "^": r"\textasciicircum{}"}
-_TEX_UNICODE = {"±": r"$\pm$", "†": r"\dag{}", "≤": r"$\le$", "−": "-", "—": "---",
-                "·": r"$\cdot$", "√": r"$\surd$", "²": r"$^2$", "Δ": r"$\Delta$", ">": r"$>$",
-                "<": r"$<$", "|": r"$|$", "σ": r"$\sigma$", "*": r"$*$"}
-
-
-def tex(text: str) -> str:
-    out = "".join(_TEX_SPECIAL.get(ch, ch) for ch in str(text))
-    return "".join(_TEX_UNICODE.get(ch, ch) for ch in out)
-
-
-def view_latex(view: TableView, notes: list[Note] | None = None, card: bool = True) -> str:
-    """A standalone-includable LaTeX table (plain tabular, no extra packages) and its notes."""
-    spec = view.spec
-    out = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{tex(spec.title)}}}",
-           rf"\label{{tab:{spec.key}}}", r"\begin{tabular}{l" + "c" * len(spec.columns) + "}",
-           r"\hline", " & ".join(tex(h) for h in view.header) + r" \\", r"\hline"]
-    for label, cells in view.rows:
-        rendered = [(tex(c.lines[0]) if len(c.lines) == 1 else
-                     r"\shortstack{" + r" \\ ".join(tex(x) for x in c.lines) + "}")
-                    for c in cells]
-        out.append(" & ".join([tex(label)] + rendered) + r" \\")
-    out += [r"\hline", r"\end{tabular}", r"\end{table}", ""]
-    out += [tex(m) + "\n" for m in view.marks]
-    if view.sources:
-        out += [r"\noindent Paper numbers and their sources:", r"\begin{itemize}"]
-        out += [rf"\item {tex(s)}" for s in view.sources]
-        out += [r"\end{itemize}"]
-    out += ["", tex(VERDICT_RULE), "", tex(CELL_NOTE), ""]
-    if card:
-        out += [rf"\paragraph{{Protocol card ({tex(spec.key)})}}", r"\begin{itemize}"]
-        out += [rf"\item \textbf{{{tex(k)}}}: {tex(v)}" for k, v in protocol_card(view, notes or [])]
-        out += [r"\end{itemize}", ""]
-    return "\n".join(out)
-
-
-def view_html(view: TableView, notes: list[Note] | None = None, card: bool = True) -> str:
-    """An HTML fragment (section) with the table, its notes and the protocol card."""
-    spec = view.spec
-    e = html.escape
-    out = [f'<section id="{e(spec.key)}">', f"<h2>{e(spec.title)}</h2>", f"<p>{e(spec.caption)}</p>",
-           f'<table class="paper-table" data-table="{e(spec.key)}">',
-           "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in view.header) + "</tr></thead>",
-           "<tbody>"]
-    for label, cells in view.rows:
-        tds = "".join(
-            f'<td class="{e(c.kind)} {e(c.verdict.replace(" ", "-"))}">'
-            + "<br>".join(e(x) for x in c.lines) + "</td>" for c in cells)
-        out.append(f"<tr><th scope=\"row\">{e(label)}</th>{tds}</tr>")
-    out += ["</tbody></table>"]
-    out += [f'<p class="marks">{e(m)}</p>' for m in view.marks]
-    if view.sources:
-        out += ["<p>Paper numbers and their sources:</p>", "<ul>"]
-        out += [f"<li>{e(s)}</li>" for s in view.sources]
-        out += ["</ul>"]
-    out += [f'<p class="rule">{e(VERDICT_RULE)}</p>', f'<p class="rule">{e(CELL_NOTE)}</p>']
-    if card:
-        out += [f"<h3>Protocol card ({e(spec.key)})</h3>", '<ul class="protocol">']
-        out += [f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in protocol_card(view, notes or [])]
-        out += ["</ul>"]
-    out.append("</section>")
-    return "\n".join(out)
-
-
-# --------------------------------------------------------------------------------------------
-# Entry points
-# --------------------------------------------------------------------------------------------
-
-
-def render_markdown(table_name: str, frame: pd.DataFrame, notes: list[Note] | None = None,
-                    card: bool = True) -> str:
-    """One table of the paper, with our rows, as Markdown (printed by `aae-bench run`)."""
-    spec = table_spec(table_name)
-    return view_markdown(build_view(spec, frame), scan_notes() if notes is None else notes, card)
-
-
-def table1_markdown(frame: pd.DataFrame) -> str:
-    return render_markdown("table1", frame)
 
 
 def tables_for_grid(grid: str) -> list[str]:

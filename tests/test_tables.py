@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from report_fixtures import fake_config, fake_trial_rows, table1_rows, write_results
 
-from bench import tables
+from bench import render, tables, tags
 from bench.report import markdown_for_grid, write_report
 from bench.results import to_frame
 
@@ -244,7 +244,8 @@ def test_markdown_for_grid(tmp_path):
     text = markdown_for_grid(results, "table1")
     assert "| AAE (ours) | 340.5 ± 0.7 (n=2)" in text and "inconclusive" in text
     assert "Protocol card" not in text
-    assert tables.table1_markdown(to_frame(table1_rows([340.0]))).startswith("## Table 1")
+    assert render.render_markdown("table1", to_frame(table1_rows([340.0]))).startswith(
+        "## Table 1")
     other = markdown_for_grid(results, "nonexistent")
     assert "No done rows" in other
 
@@ -258,67 +259,11 @@ def test_empty_results(tmp_path):
     assert tmp_path / "out" / "index.html" in paths
 
 
-# -- PAPER-GAP / DEVIATION scan ----------------------------------------------------------------
-
-TAG_GAP, TAG_DEV = "PAPER" + "-GAP", "DEVI" + "ATION"  # split so this file never reads as a note
-
-
-def test_scan_finds_planted_notes(tmp_path):
-    (tmp_path / "aae_core").mkdir()
-    (tmp_path / "bench").mkdir()
-    (tmp_path / "aae_core" / "model.py").write_text(
-        "import torch\n\n\ndef encoder():\n"
-        f"    x = 1  # {TAG_GAP}: planted model gap\n"
-        "    # that continues here\n"
-        "    # and here\n"
-        "    return x\n")
-    (tmp_path / "bench" / "grids.py").write_text(
-        '"""Grids."""\n\n'
-        f"# {TAG_DEV}: the labelled subset is drawn per seed (semi-supervised)\n"
-        "TABLE2_PROFILES = {}\n\n\n"
-        "def table3():\n"
-        f'    """Clusters.\n\n    {TAG_GAP} (of others): cluster count\n    is unstated."""\n'
-        "    return []\n"
-        f"# {TAG_GAP}: a note about nothing in particular\n"
-        "LAST = 1\n")
-    (tmp_path / "bench" / "config.py").write_text(
-        "class C:\n    epochs: int = 3\n"
-        f'    """Passes over the data. {TAG_GAP}: unstated."""\n')
-    notes = tables.scan_notes(tmp_path)
-    field = [n for n in notes if n.path == "bench/config.py"][0]
-    assert (field.line, field.context, field.text) == (3, "epochs", "(Passes over the data.) unstated.")
-    notes.remove(field)
-    by_line = {(n.path, n.line): n for n in notes}
-    model = by_line[("aae_core/model.py", 5)]
-    assert model.tag == TAG_GAP and model.context == "encoder"
-    assert model.text == "planted model gap that continues here and here"
-    dev = by_line[("bench/grids.py", 3)]
-    assert dev.tag == TAG_DEV and dev.context == "TABLE2_PROFILES"
-    doc = by_line[("bench/grids.py", 10)]
-    assert doc.tag == f"{TAG_GAP} (of others)" and doc.text == "cluster count is unstated."
-    assert doc.context == "table3"
-    assert len(notes) == 4
-
-    def where(key):
-        return {n.where() for n in tables.notes_for(tables.TABLES[key], notes)}
-    # A note bears on the tables it names (in its text or the name it sits under): the subset
-    # note on Table 2 only, the cluster-count note on Table 3 only; one that names no table
-    # (the model note, the last one) bears on every table.
-    assert where("table1") == {"aae_core/model.py:5", "bench/grids.py:13"}
-    assert where("table2") == {"aae_core/model.py:5", "bench/grids.py:3", "bench/grids.py:13"}
-    assert where("table3") == {"aae_core/model.py:5", "bench/grids.py:10", "bench/grids.py:13"}
-    assert where("dim_reduction") == {"aae_core/model.py:5", "bench/grids.py:13"}
-
-
-def test_scan_of_the_real_tree_never_reports_this_module():
-    notes = tables.scan_notes()
-    assert notes, "the source tree has tagged notes"
-    assert not any(n.path == "bench/tables.py" for n in notes)
-    assert all(n.text for n in notes)
+TAG_GAP = "PAPER" + "-GAP"  # split so this file never reads as a note
 
 
 def test_card_lists_notes():
-    notes = [tables.Note(TAG_GAP, "aae_core/model.py", 7, "init unknown", "mlp")]
+    notes = [tags.Note(TAG_GAP, "aae_core/model.py", 7, "init unknown", "mlp")]
     view = tables.build_view(tables.TABLES["table2"], to_frame(table1_rows([1.0])))
     card = dict(tables.protocol_card(view, notes))
     assert card[f"{TAG_GAP} aae_core/model.py:7 (mlp)"] == "init unknown"
@@ -350,4 +295,4 @@ def test_tfd_cell_is_the_mean_over_folds_with_the_standard_error_across_folds():
     assert k == 5 and mean == pytest.approx(2021.0)
     assert stderr == pytest.approx(metrics.parzen_over_folds([2001.0 + 10 * f for f in range(5)])[1])
     view = tables.build_view(tables.TABLES["table1"], frame)
-    assert "SE across folds" in tables.view_markdown(view)
+    assert "SE across folds" in render.view_markdown(view)
