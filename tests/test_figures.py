@@ -13,7 +13,7 @@ import torch
 from report_fixtures import table1_rows, write_artifacts, write_results
 
 from aae_core import datasets, priors
-from bench import figures
+from bench import artifacts, figures, plots
 from bench.grids import grid_configs
 from bench.report import write_report
 from bench.results import append_rows, read_rows
@@ -84,29 +84,21 @@ def test_a_spec_is_data(results, tmp_path):
 def test_pca_projection():
     rng = np.random.default_rng(0)
     z = rng.normal(size=(500, 5)) * np.array([10.0, 0.1, 3.0, 0.1, 0.1])
-    xy, how = figures.project_2d(z)
+    xy, how = plots.project_2d(z)
     assert xy.shape == (500, 2) and "PCA" in how
     assert xy[:, 0].var() > xy[:, 1].var() > 1.0  # the two widest directions, widest first
-    same, how2 = figures.project_2d(z[:, :2])
+    same, how2 = plots.project_2d(z[:, :2])
     assert np.allclose(same, z[:, :2]) and "two dims" in how2
-
-
-def test_image_shape_from_decoder_size():
-    assert figures.image_shape(784) == (1, 28, 28)
-    assert figures.image_shape(3 * 32 * 32) == (3, 32, 32)
-    assert figures.image_shape(48 * 48) == (1, 48, 48)
-    with pytest.raises(ValueError, match="not a square"):
-        figures.image_shape(700)
 
 
 def test_walks_follow_the_priors():
     # The swiss-roll walk lies on the prior: every prior draw is the curve at its own u.
     draws = priors.SwissRoll(10).sample(500, torch.Generator().manual_seed(0)).double().numpy()
     u = (np.linalg.norm(draws, axis=1) / 3) ** 2  # r = 3 sqrt(u)
-    assert np.allclose(figures.swiss_roll_curve(u), draws, atol=1e-5)
+    assert np.allclose(plots.swiss_roll_curve(u), draws, atol=1e-5)
     # The mixture walk runs through each component's centre, in the prior's component order.
     config = grid_configs("figure4", "smoke", 1)[0]
-    axis = figures.mixture_axis(config, steps=7)  # (K, 7, 2); the middle step is at the radius
+    axis = plots.mixture_axis(config, steps=7)  # (K, 7, 2); the middle step is at the radius
     mixture = priors.GaussianMixture(10, config.mixture_radius, config.mixture_std_radial,
                                      config.mixture_std_tangential)
     assert np.allclose(axis[:, 3], mixture.centres().numpy(), atol=1e-6)
@@ -207,7 +199,7 @@ def test_captions_name_grid_profile_and_seeds(real):
 
 
 def test_decoding_figures_go_through_the_saved_weights(real, monkeypatch, tmp_path):
-    load = figures.load_model
+    load = plots.load_model
 
     def zero_decoder(trial):
         net = load(trial)
@@ -216,7 +208,7 @@ def test_decoding_figures_go_through_the_saved_weights(real, monkeypatch, tmp_pa
                 p.zero_()
         return net
 
-    monkeypatch.setattr(figures, "load_model", zero_decoder)
+    monkeypatch.setattr(plots, "load_model", zero_decoder)
     specs = tuple(s for s in figures.FIGURES if s.key in DECODING_KEYS)
     zeroed = {f.spec.key: f for f in figures.write_figures(real["results"], tmp_path, figures=specs)}
     for key in DECODING_KEYS:
@@ -231,15 +223,31 @@ def test_decoding_figures_go_through_the_saved_weights(real, monkeypatch, tmp_pa
 def test_load_model_restores_every_weight(real):
     written = real["written"]
     for key in ("fig2_manifold", "fig5", "fig9"):
-        profile, trials = figures.find_artifacts(real["results"], read_rows(real["results"]),
-                                                 written[key].spec)
+        spec = written[key].spec
+        profile, trials = artifacts.find_artifacts(real["results"], read_rows(real["results"]),
+                                                   spec.grid, spec.filters, spec.files)
         trial = trials[0]
         saved = torch.load(trial.directory / "model.pt", weights_only=True)
         first = saved["decoder.net.0.weight"]
         assert first.dim() == 3 and first.shape[0] == 1  # a one-seed model: (1, out, in)
-        state = figures.load_model(trial).state_dict()
+        state = artifacts.load_model(trial).state_dict()
         assert state.keys() == saved.keys()
         assert all(torch.equal(state[k], saved[k]) for k in saved)
+
+
+def test_a_checkpoint_without_its_model_args_is_pending(real, tmp_path):
+    # An older run saved model.pt alone: the figures that build its network say so, and nothing
+    # is inferred from the weights' shapes; fig11 reads the heads from the weights, no network.
+    results = tmp_path / "results"
+    shutil.copytree(real["results"], results)
+    for name in ("figure5_6", "figure11"):
+        for path in (results / "artifacts" / name).glob(f"*/{artifacts.MODEL_ARGS}"):
+            path.unlink()
+    specs = tuple(s for s in figures.FIGURES if s.key in ("fig5", "fig11"))
+    fig5, fig11 = figures.write_figures(results, tmp_path / "f", figures=specs)
+    assert fig5.status.startswith("pending: trial ") and "without model_args.json" in fig5.status
+    assert fig5.path is None and not (tmp_path / "f" / "fig5.png").exists()
+    assert fig11.status == figures.WRITTEN
 
 
 def test_cluster_heads_are_read_from_the_checkpoint(real, tmp_path):
