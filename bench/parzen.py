@@ -4,9 +4,13 @@ Follows the GAN paper's public protocol (goodfeli/adversarial, parzen_ll.py):
 `parzen_log_likelihood`, `parzen_log_likelihood_streaming` (the 10M-sample column),
 `select_parzen_sigma` over PARZEN_SIGMAS, `parzen_summary`, `parzen_over_folds` (TFD).
 bench.metrics lists these in EVALUATORS beside the error metrics and re-exports them.
+For many samples: `parzen_log_likelihood_sigmas` (every sigma of a grid in one pass over a stream),
+`select_parzen_sigma_streaming`, `parzen_sigma_grid` (the grid extended downward for large sample
+counts), `sigma_on_edge`, and `parzen_log_likelihood_torch` (the same on a torch device, for a
+trial that has a GPU).
 
 Every function checks its inputs and raises ValueError with one line saying what is wrong.
-Depends on numpy only.
+Depends on numpy only at import; the torch evaluator imports torch when it is called.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -306,6 +311,8 @@ def parzen_log_likelihood(
     dtype=np.float64 runs everything in float64: slower, and exact to ~1e-12 where float32 has
     the error model in the note above. threads: workers for the elementwise passes (default:
     the CPUs this process may use); the products use numpy's BLAS threads (OPENBLAS_NUM_THREADS).
+    A trial passes its own CPU count (its Ray resources): the default counts the CPUs of the
+    process's affinity mask, which under Ray is usually the whole host, not the trial's share.
     """
     samples = _as_rows("samples", samples)
     state = _parzen_state(points, sigma, batch_size, sample_chunk, dtype, threads)
@@ -343,7 +350,13 @@ def parzen_log_likelihood_streaming(
 def select_parzen_sigma(samples, validation, sigmas=PARZEN_SIGMAS, **kwargs) -> float:
     """The sigma with the best mean log-likelihood of the validation points (first on a tie), as
     cross_validate_sigma in parzen_ll.py; the protocol uses sigmas=PARZEN_SIGMAS and 1,000
-    validation images. kwargs go to parzen_log_likelihood."""
+    validation images. kwargs go to parzen_log_likelihood (threads= among them: pass the trial's
+    CPUs, see parzen_log_likelihood).
+
+    Tie rule: "first on a tie" in the order of `sigmas`. On an ascending grid (PARZEN_SIGMAS and
+    every parzen_sigma_grid) that is the smaller sigma, the rule of select_parzen_sigma_streaming
+    and of bench/trial.py's 10M-sample selection (max over (mean, -sigma)); the two differ only
+    for a grid out of ascending order whose means tie exactly."""
     grid = np.asarray(sigmas, dtype=np.float64)
     if grid.ndim != 1 or grid.size == 0:
         raise ValueError(f"sigmas must be a non-empty 1-D sequence, got shape {grid.shape}")
@@ -387,3 +400,327 @@ def parzen_over_folds(per_fold_means: Sequence[float]) -> tuple[float, float]:
     # the one parzen_ll.py uses for the per-point standard error. (ddof=1 is sqrt(5/4) = 1.118
     # times larger for TFD's 5 folds.)
     return float(a.mean()), float(a.std(ddof=0) / math.sqrt(a.size))
+
+
+# --------------------------------------------------------------------------------------------
+# Many samples: every sigma in one pass, a grid for large sample counts
+# --------------------------------------------------------------------------------------------
+#
+# The 10M-sample column decodes its samples as a stream. Choosing sigma with one pass per sigma
+# decodes them once per sigma; parzen_log_likelihood_sigmas scores every sigma of the grid from
+# one pass, so the column costs two passes: validation for every sigma, then test for the chosen.
+#
+# One product serves every sigma: the single-sigma state at sigma = 1 computes
+#     h_ij = (x_i - c).(mu_j - c) - ||mu_j - c||^2 / 2
+# (its scalings by 1/sigma^2 = 1 and by 1/(2 sigma^2) = 1/2 are exact), and sigma's exponent is
+# a_ij = (h_ij - ||x_i - c||^2 / 2) / sigma^2. Per sigma, the elementwise pass scales h_ij - h_top
+# by 1/sigma^2 (one float32 rounding more than the single-sigma pass, which scales before the
+# product; the error model of the note above holds for both). The nearest sample, which gives
+# the exact top term, is the argmax of h whatever sigma is, so its float64 distance is computed
+# once per point. Where 1/sigma^2 is a power of two the two paths do the same arithmetic and agree
+# bit for bit (tests/test_parzen.py checks it).
+# Cost per chunk: one product plus, per sigma, four elementwise passes (scale, clamp, exp, sum);
+# tests/benchmarks/test_bench_metrics.py times it against one single-sigma pass per sigma.
+
+
+def _check_sigmas(sigmas) -> tuple[float, ...]:
+    try:
+        grid = np.asarray(sigmas, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"sigmas must be a non-empty 1-D sequence of numbers, got {sigmas!r}"
+        ) from None
+    if grid.ndim != 1 or grid.size == 0:
+        raise ValueError(f"sigmas must be a non-empty 1-D sequence, got shape {grid.shape}")
+    return tuple(_check_sigma(s) for s in grid)
+
+
+class _ParzenSigmasState(_ParzenState):
+    """Running logsumexp per sigma and test point, from one product per block for all sigmas."""
+
+    def __init__(self, points, sigmas, batch_size: int, dtype: np.dtype, threads: int):
+        super().__init__(points, 1.0, batch_size, dtype, threads)  # the product gives h (above)
+        self.sigmas = sigmas
+        # The same expressions as the single-sigma state's, so the arithmetic matches it.
+        self.inv_2s2s = np.array([1.0 / (2.0 * s * s) for s in sigmas])  # (S,) float64
+        self.scales = [dtype.type(2.0 * v) for v in self.inv_2s2s]  # 1/sigma^2 in `dtype`
+        self.run_max = np.full((len(sigmas), self.n_points), -np.inf)
+        self.run_sum = np.zeros((len(sigmas), self.n_points))
+
+    def _reduce(self, g: np.ndarray, lo: int, hi: int, offset: int, chunk: np.ndarray) -> None:
+        """logsumexp over rows lo:hi of a block of h, for every sigma, merged into the sums."""
+        n = hi - lo
+        best = np.empty(n, dtype=np.intp)
+        sums = np.empty((len(self.sigmas), n), dtype=np.float64)
+        sub_rows = max(1, _L2_ELEMENTS // g.shape[1])
+        scaled = np.empty((min(sub_rows, n), g.shape[1]), dtype=self.dtype)
+        for r in range(lo, hi, sub_rows):
+            gr = g[r : min(r + sub_rows, hi)]
+            k = gr.shape[0]
+            idx = np.argmax(gr, axis=1)
+            top = gr[np.arange(k), idx]
+            np.subtract(gr, top[:, None], out=gr)  # h - h_top, shared by every sigma
+            t = scaled[:k]
+            for s, scale in enumerate(self.scales):
+                np.multiply(gr, scale, out=t)
+                np.maximum(t, self.exp_floor, out=t)  # as _ParzenState._reduce: no underflow
+                np.exp(t, out=t)
+                sums[s, r - lo : r - lo + k] = t.sum(axis=1)
+            best[r - lo : r - lo + k] = idx
+        rows = slice(offset + lo, offset + hi)
+        diff = np.subtract(self.points[rows], chunk[best], dtype=np.float64)  # (n, d)
+        sq = np.einsum("ij,ij->i", diff, diff)
+        top_exact = -sq[None, :] * self.inv_2s2s[:, None]  # (S, n)
+        old_max = self.run_max[:, rows]
+        new_max = np.maximum(old_max, top_exact)
+        self.run_sum[:, rows] = self.run_sum[:, rows] * np.exp(old_max - new_max) + sums * np.exp(
+            top_exact - new_max
+        )
+        self.run_max[:, rows] = new_max
+
+    def result(self) -> np.ndarray:
+        if self.n_samples == 0:
+            raise ValueError("sample_chunks yielded no samples")
+        log_norm = np.array([0.5 * self.d * math.log(2.0 * math.pi * s**2) for s in self.sigmas])
+        return self.run_max + np.log(self.run_sum) - math.log(self.n_samples) - log_norm[:, None]
+
+
+def _check_chunk_stream(sample_chunks) -> None:
+    if isinstance(sample_chunks, np.ndarray) or not isinstance(sample_chunks, Iterable):
+        raise ValueError(
+            "sample_chunks must be an iterable of (c, d) arrays (for one array pass [samples])"
+        )
+
+
+def parzen_log_likelihood_sigmas(
+    sample_chunks: Iterable,
+    points,
+    sigmas: Sequence[float],
+    *,
+    batch_size: int = _BATCH_SIZE,
+    sample_chunk: int = _SAMPLE_CHUNK,
+    dtype=np.float32,
+    threads: int | None = None,
+) -> np.ndarray:
+    """Per-point Parzen log-likelihood for every sigma, from one pass over a stream of samples:
+    shape (len(sigmas), n_points), float64, row s for sigmas[s].
+
+    Row s equals parzen_log_likelihood_streaming(same chunks, points, sigmas[s]) within the
+    float32 error model of the note above (bit for bit where 1/sigma^2 is a power of two; to
+    ~1e-13 with dtype=np.float64). sample_chunks, batch_size, sample_chunk, dtype and threads are
+    as for parzen_log_likelihood_streaming (one array: pass [samples]); threads: pass the trial's
+    CPUs. Memory as for one sigma plus 2 * len(sigmas) float64 numbers per point.
+    """
+    _check_chunk_stream(sample_chunks)
+    grid = _check_sigmas(sigmas)
+    batch_size = check_positive_int("batch_size", batch_size)
+    check_positive_int("sample_chunk", sample_chunk)
+    threads = _default_threads() if threads is None else check_positive_int("threads", threads)
+    state = _ParzenSigmasState(points, grid, batch_size, _check_dtype(dtype), threads)
+    return _run_parzen(state, _checked_stream(sample_chunks, state.d, sample_chunk))
+
+
+def _best_sigma(grid: Sequence[float], means: Sequence[float]) -> float:
+    """Highest mean validation log-likelihood; exact ties go to the smaller sigma (the rule of
+    bench/trial.py's `max(scores, key=lambda s: (scores[s], -s))`)."""
+    k = max(range(len(grid)), key=lambda i: (means[i], -grid[i]))
+    return float(grid[k])
+
+
+def select_parzen_sigma_streaming(
+    sample_chunks: Iterable, validation, sigmas: Sequence[float] = PARZEN_SIGMAS, **kwargs
+) -> tuple[float, np.ndarray]:
+    """(sigma, mean validation log-likelihood per sigma) from one pass over a stream of samples.
+
+    The chosen sigma has the highest mean log-likelihood of the validation points; an exact tie
+    goes to the smaller sigma whatever the order of `sigmas` (on an ascending grid the same choice
+    as select_parzen_sigma). The means, shape (len(sigmas),), are in the order of `sigmas`.
+    kwargs go to parzen_log_likelihood_sigmas (threads=: the trial's CPUs). The stream is read
+    once: score the test points with the chosen sigma in a second pass over the same draws.
+    """
+    grid = _check_sigmas(sigmas)
+    validation = _as_rows("validation", validation)
+    means = parzen_log_likelihood_sigmas(sample_chunks, validation, grid, **kwargs).mean(axis=1)
+    return _best_sigma(grid, means), means
+
+
+# PAPER-GAP: the GAN protocol's grid, numpy.logspace(-1, 0, 10), was set for 10K samples, and
+# neither paper says which grid the 10M-sample column used. The best sigma shrinks as the sample
+# count grows: measured on real MNIST it falls from 0.169 (10K samples) to 0.151 (50K), a power
+# law n^-0.07 that reaches about 0.10 at 10M, the lower edge of the protocol's grid (a fit to two
+# points, so the true value may well lie below it). Above 10K samples the grid therefore goes on
+# down with the same log step (10^(1/9), 10 points from 0.1 to 1) by a full decade, to 0.01:
+# 19 sigmas, PARZEN_SIGMAS among them bit for bit. A chosen sigma on either edge of its grid is
+# flagged (sigma_on_edge).
+_LARGE_SAMPLE_COUNT = 10_000
+_SIGMAS_BELOW = tuple(float(s) for s in np.logspace(-2, -1, 10)[:-1])  # 0.01 ... 0.0774
+_PARZEN_SIGMAS_LARGE = _SIGMAS_BELOW + PARZEN_SIGMAS
+
+
+def parzen_sigma_grid(n_samples: int) -> tuple[float, ...]:
+    """The sigma grid for a Parzen window of n_samples kernels, ascending: PARZEN_SIGMAS (0.1 to
+    1) up to 10,000 samples, the same log step on down to 0.01 above that (note above)."""
+    n = check_positive_int("n_samples", n_samples)
+    return PARZEN_SIGMAS if n <= _LARGE_SAMPLE_COUNT else _PARZEN_SIGMAS_LARGE
+
+
+def sigma_on_edge(sigma: float, grid: Sequence[float]) -> bool:
+    """Whether sigma is the smallest or the largest of its grid: the likelihood may peak outside
+    the grid, so a row that chose it is flagged. Compared to 1e-9 relative, so that a sigma read
+    back from a results file with fewer digits is still found."""
+    s = _check_sigma(sigma)
+    values = _check_sigmas(grid)
+    return any(math.isclose(s, edge, rel_tol=1e-9) for edge in (min(values), max(values)))
+
+
+# --------------------------------------------------------------------------------------------
+# On a torch device (a trial that has a GPU)
+# --------------------------------------------------------------------------------------------
+#
+# The same computation as parzen_log_likelihood_sigmas, in torch on the trial's device: centre on
+# the test points' mean, one float32 product per block for every sigma, h - h_top scaled per sigma,
+# clamp, exp, sum, the top term exactly in float64, a running (max, sum) per sigma and point in
+# float64. Differences from the numpy path are float32 rounding only (the norm term is added after
+# the product instead of riding in it, and the sum over samples is taken in float64), so it meets
+# the same error model. Matmuls run in IEEE float32: TF32 (CUDA) and bf16 (oneDNN) are pinned off
+# for the call and the caller's settings restored after.
+
+
+@contextmanager
+def _ieee_float32_matmuls(torch) -> Iterator[None]:
+    """IEEE float32 matmuls on CUDA (no TF32) and on the CPU (no bf16) inside the block, the
+    caller's settings restored after. Uses the per-backend fp32_precision of torch >= 2.9 where
+    it exists (there reading the legacy allow_tf32 flag raises once the new API has been used),
+    else allow_tf32 and set_float32_matmul_precision. Process-wide, as torch's flags are."""
+    backends = [torch.backends.cuda.matmul, getattr(torch.backends, "mkldnn", None)]
+    backends[1] = getattr(backends[1], "matmul", None)
+    new_api = [b for b in backends if hasattr(b, "fp32_precision")]
+    if new_api:
+        saved = [b.fp32_precision for b in new_api]
+        try:
+            for b in new_api:
+                b.fp32_precision = "ieee"
+            yield
+        finally:
+            for b, value in zip(new_api, saved, strict=True):
+                b.fp32_precision = value
+    else:
+        precision = torch.get_float32_matmul_precision()
+        allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+        try:
+            torch.set_float32_matmul_precision("highest")
+            torch.backends.cuda.matmul.allow_tf32 = False
+            yield
+        finally:
+            torch.set_float32_matmul_precision(precision)
+            torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+
+
+def _torch_chunks(torch, sample_chunks, d: int, size: int, device) -> Iterator:
+    """The stream as (c, d) tensors on `device`, each checked as _checked_stream checks arrays
+    (a tensor's NaN check runs on its device: one host sync per chunk)."""
+    for k, chunk in enumerate(sample_chunks):
+        name = f"sample chunk {k}"
+        if torch.is_tensor(chunk):
+            if chunk.ndim == 0:
+                raise ValueError(f"{name} must have a leading axis of points, got a scalar")
+            if chunk.shape[0] == 0:
+                continue  # an empty chunk adds nothing
+            if chunk.is_complex():
+                raise ValueError(f"{name} must be real, got dtype {chunk.dtype}")
+            t = chunk.reshape(chunk.shape[0], -1).to(device)
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name} contains NaN or inf")
+        else:
+            a = np.asarray(chunk)
+            if a.ndim >= 1 and a.shape[0] == 0:
+                continue
+            t = torch.from_numpy(np.ascontiguousarray(_as_rows(name, a))).to(device)
+        if t.shape[1] != d:
+            raise ValueError(f"{name} has dimension {t.shape[1]} but points have {d}")
+        yield from t.split(size)
+
+
+def parzen_log_likelihood_torch(
+    sample_chunks: Iterable,
+    points,
+    sigmas: Sequence[float],
+    device,
+    *,
+    batch_size: int = _BATCH_SIZE,
+    sample_chunk: int = _SAMPLE_CHUNK,
+    dtype=np.float32,
+) -> np.ndarray:
+    """parzen_log_likelihood_sigmas on a torch device: shape (len(sigmas), n_points), float64
+    (numpy, on the host), row s for sigmas[s]; for one sigma pass [sigma].
+
+    sample_chunks: an iterable of (c, ...) numpy arrays or tensors on any device (a decoder's
+    output can stay where it is); points: a numpy array. Equal to the numpy evaluator within the
+    float32 error model (tests/test_parzen.py), in IEEE float32 (no TF32) or, with
+    dtype=np.float64, in float64. Device memory: two (batch_size, sample_chunk) blocks of `dtype`,
+    the points in `dtype` and float64, one chunk.
+    """
+    import torch
+
+    if torch.is_tensor(sample_chunks):
+        raise ValueError(
+            "sample_chunks must be an iterable of (c, d) arrays (for one tensor pass [samples])"
+        )
+    _check_chunk_stream(sample_chunks)
+    grid = _check_sigmas(sigmas)
+    batch_size = check_positive_int("batch_size", batch_size)
+    sample_chunk = check_positive_int("sample_chunk", sample_chunk)
+    np_dtype = _check_dtype(dtype)
+    t_dtype = torch.float32 if np_dtype == np.float32 else torch.float64
+    try:
+        device = torch.device(device)
+    except (TypeError, RuntimeError) as e:
+        raise ValueError(f"device must name a torch device, got {device!r} ({e})") from None
+    points = _as_rows("points", points)
+    n_points, d = points.shape
+    # Centred points on the host in `dtype`, as _ParzenState stores them.
+    centre = points.mean(axis=0, dtype=np.float64).astype(np_dtype)
+    xs_host = np.empty((n_points, d), dtype=np_dtype)
+    np.subtract(points, centre, out=xs_host, casting="same_kind")
+    inv_2s2s = [1.0 / (2.0 * s * s) for s in grid]
+    scales = [float(np_dtype.type(2.0 * v)) for v in inv_2s2s]
+    exp_floor = float(math.log(np.finfo(np_dtype).tiny) + 0.5)
+    log_norm = [0.5 * d * math.log(2.0 * math.pi * s**2) for s in grid]
+
+    with torch.no_grad(), _ieee_float32_matmuls(torch):
+        xs = torch.from_numpy(xs_host).to(device)
+        exact_points = torch.from_numpy(points).to(device=device, dtype=torch.float64)
+        centre_t = torch.from_numpy(centre).to(device)
+        inv_t = torch.tensor(inv_2s2s, dtype=torch.float64, device=device)[:, None]  # (S, 1)
+        run_max = torch.full((len(grid), n_points), -math.inf, dtype=torch.float64, device=device)
+        run_sum = torch.zeros((len(grid), n_points), dtype=torch.float64, device=device)
+        n_samples = 0
+        for chunk in _torch_chunks(torch, sample_chunks, d, sample_chunk, device):
+            m = chunk.to(t_dtype) - centre_t  # (c, d)
+            half_norm = (0.5 * (m.to(torch.float64) ** 2).sum(dim=1)).to(t_dtype)  # (c,)
+            exact_chunk = chunk.to(torch.float64)
+            for i in range(0, n_points, batch_size):
+                rows = slice(i, min(i + batch_size, n_points))
+                h = torch.addmm(-half_norm[None, :], xs[rows], m.T)  # (b, c)
+                best = h.argmax(dim=1)
+                h -= h.gather(1, best[:, None])
+                scaled = torch.empty_like(h)
+                sums = torch.empty((len(grid), h.shape[0]), dtype=torch.float64, device=device)
+                for s, scale in enumerate(scales):
+                    torch.mul(h, scale, out=scaled)
+                    scaled.clamp_(min=exp_floor).exp_()
+                    sums[s] = scaled.sum(dim=1, dtype=torch.float64)
+                diff = exact_points[rows] - exact_chunk[best]
+                top_exact = -(diff * diff).sum(dim=1)[None, :] * inv_t  # (S, b)
+                old_max = run_max[:, rows]
+                new_max = torch.maximum(old_max, top_exact)
+                run_sum[:, rows] = run_sum[:, rows] * torch.exp(
+                    old_max - new_max
+                ) + sums * torch.exp(top_exact - new_max)
+                run_max[:, rows] = new_max
+            n_samples += chunk.shape[0]
+        if n_samples == 0:
+            raise ValueError("sample_chunks yielded no samples")
+        out = run_max + torch.log(run_sum) - math.log(n_samples)
+        out = out.cpu().numpy()
+    return out - np.array(log_norm)[:, None]

@@ -129,3 +129,35 @@ def clustering_error_hungarian_bruteforce(probs_test, labels_test, n_classes: in
     for perm in permutations(range(n_classes)):
         best = max(best, sum(counts[c][perm[c]] for c in range(n_classes)))
     return 100.0 * (1.0 - best / len(yt))
+
+
+def parzen_ll_rowwise_sigmas(samples, points, sigmas) -> np.ndarray:
+    """parzen_ll_rowwise for several sigmas, shape (len(sigmas), n_points): the squared
+    distances of each point from explicit differences once, then one float64 logmeanexp (max
+    shift, math.fsum) per sigma."""
+    mus = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
+    xs = np.asarray(points, dtype=np.float64).reshape(len(points), -1)
+    d = xs.shape[1]
+    out = np.empty((len(sigmas), xs.shape[0]))
+    for i, x in enumerate(xs):
+        diff = mus - x
+        sq = (diff * diff).sum(axis=1)
+        for k, sigma in enumerate(sigmas):
+            e = -sq / (2.0 * sigma * sigma)
+            shift = e.max()
+            out[k, i] = shift + math.log(math.fsum(np.exp(e - shift))) - math.log(mus.shape[0])
+    for k, sigma in enumerate(sigmas):
+        out[k] -= 0.5 * d * math.log(2.0 * math.pi * sigma * sigma)
+    return out
+
+
+def parzen_fp32_error_bound(samples, points, sigma: float) -> np.ndarray:
+    """The float32 error model stated in bench/parzen.py, in nats, per point, shape (n_points,):
+    2^-20 ((||x - c||^2 + max ||mu - c||^2) / (2 sigma^2) + log2(n) + 1), c the mean of the
+    points (rounding of the float32 scores, then of the exp and the sum over n samples); the
+    bound tests/test_metrics.py checks."""
+    p = np.asarray(points, dtype=np.float64).reshape(len(points), -1)
+    s = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
+    c = p.mean(axis=0)
+    scale = (((p - c) ** 2).sum(1) + ((s - c) ** 2).sum(1).max()) / (2 * sigma * sigma)
+    return 2.0**-20 * (scale + math.log2(len(s)) + 1)

@@ -1,4 +1,5 @@
-"""Parzen window speed against a plain float32 matrix product of the same shapes, in the same run.
+"""Parzen window speed against a plain float32 matrix product of the same shapes, in the same run;
+and every sigma of the protocol's grid in one pass against one pass per sigma.
 
 Run:  pytest tests/benchmarks --benchmark-only -s
 (pytest's addopts skip benchmarks by default.) Prints the evaluator's and the product's seconds and
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 from bench.metrics import parzen_log_likelihood
+from bench.parzen import PARZEN_SIGMAS, parzen_log_likelihood_sigmas
 
 N_POINTS = N_SAMPLES = 10_000
 DIM = 784
@@ -117,3 +119,48 @@ def test_parzen_vs_matmul(benchmark, arrays):
     # pytest-benchmark's own record of the evaluator (few rounds: each is about a second).
     ll = benchmark.pedantic(evaluator, rounds=3, iterations=1)
     assert ll.shape == (N_POINTS,) and np.isfinite(ll).all()
+
+
+SIGMA_REPEATS = 3  # each round is ten single-sigma passes: several seconds
+
+
+def test_parzen_sigmas_one_pass_vs_one_pass_per_sigma(benchmark, arrays):
+    """What the 10M-sample column saves per chunk of samples: parzen_log_likelihood_sigmas over
+    PARZEN_SIGMAS against parzen_log_likelihood once per sigma (the product once against ten
+    times; the elementwise passes are per sigma in both), same data, same run, alternated."""
+    samples, points = arrays
+    blas_threads = _openblas_threads(THREADS)
+
+    def one_pass():
+        return parzen_log_likelihood_sigmas([samples], points, PARZEN_SIGMAS, threads=THREADS)
+
+    def per_sigma():
+        return [parzen_log_likelihood(samples, points, s, threads=THREADS) for s in PARZEN_SIGMAS]
+
+    one_pass()  # warm up
+    best_one = best_each = (float("inf"), float("inf"))
+    for _ in range(SIGMA_REPEATS):
+        best_one = _timed(one_pass, best_one)
+        best_each = _timed(per_sigma, best_each)
+    (t_one, cpu_one), (t_each, cpu_each) = best_one, best_each
+    load = os.getloadavg()[0]
+    benchmark.extra_info.update(
+        one_pass_s=t_one,
+        per_sigma_s=t_each,
+        speedup=t_each / t_one,
+        one_pass_cpu_s=cpu_one,
+        per_sigma_cpu_s=cpu_each,
+        n_sigmas=len(PARZEN_SIGMAS),
+        blas_threads=blas_threads,
+        evaluator_threads=THREADS,
+        load_avg=load,
+    )
+    print(
+        f"\nParzen {N_POINTS} x {N_SAMPLES} x {DIM}, {len(PARZEN_SIGMAS)} sigmas: one pass "
+        f"{t_one:.3f} s, one pass per sigma {t_each:.3f} s, speedup {t_each / t_one:.2f}; CPU "
+        f"seconds {cpu_one:.3f} vs {cpu_each:.3f}; min of {SIGMA_REPEATS}; BLAS threads "
+        f"{blas_threads}, evaluator threads {THREADS}; load average {load:.2f} on "
+        f"{os.cpu_count()} CPUs"
+    )
+    ll = benchmark.pedantic(one_pass, rounds=1, iterations=1)
+    assert ll.shape == (len(PARZEN_SIGMAS), N_POINTS) and np.isfinite(ll).all()
