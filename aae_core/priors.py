@@ -3,13 +3,15 @@
 Each prior draws n samples from an explicit `torch.Generator`, so the draws of a trial are
 reproducible from its seed and independent of every other random stream. Priors that the
 paper conditions on labels (Section 3, Fig. 4) take `labels`: an int tensor with the class of
-each draw, -1 meaning "unlabelled" (draw from the whole prior).
+each draw, -1 meaning "unlabelled" (draw from the whole prior). `closed_form_kl` says whether
+the KL of a diagonal Gaussian from the prior has a closed form (the VAE baseline's KL term).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -33,6 +35,7 @@ class Gaussian:
 
     dim: int
     std: float = 1.0
+    closed_form_kl: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if self.dim < 1:
@@ -61,6 +64,7 @@ class GaussianMixture:
     std_radial: float = 0.5
     std_tangential: float = 0.05
     dim: int = 2
+    closed_form_kl: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if self.dim != 2:
@@ -104,6 +108,7 @@ class SwissRoll:
 
     classes: int = 10
     dim: int = 2
+    closed_form_kl: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if self.dim != 2:
@@ -128,6 +133,7 @@ class Categorical:
     """One-hot vectors over `dim` classes, uniform (Section 5: the prior on y)."""
 
     dim: int
+    closed_form_kl: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if self.dim < 2:

@@ -6,23 +6,21 @@
 3. Semi-supervised classification (Section 5 only): cross-entropy of q(y|x) on a labelled
    minibatch.
 
+Each step function below runs them as plain statements in that order: a forward pass under the
+accelerator's autocast giving one loss per seed, then `masked_step` (one optimizer update).
 Everything runs through an `accelerate.Accelerator` (device, precision). Random streams are
 explicit `torch.Generator`s so that a seed fixes the data order, prior draws and noise exactly.
 
-Seeds. A model holds S >= 1 seeds (see `aae_core.model`); S = 1 is the plain run. Each seed has
+Seeds. A model holds S >= 1 seeds (see `aae_core.seeds`); S = 1 is the plain run. Each seed has
 its own generators, so it sees its own data order, prior draws and noise, exactly those it sees
-alone. Every loss is computed per seed, shape (S,), and the seeds' losses are summed for one
-backward pass: the seeds share no weights, so each gets exactly its own gradient. SGD's
-momentum is elementwise, so each seed's optimizer state is its own slice of the state, and all
-seeds of one config share the learning-rate schedule (a function of the epoch alone). A seed
-whose loss stops being finite is masked out from that step on: its loss leaves the sum and its
-gradients are zeroed, while the other seeds go on.
+alone; every loss has shape (S,). All seeds of one config share the learning-rate schedule (a
+function of the epoch alone). Data parallel training: see `aae_core.parallel`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aae_core import model as models
+from aae_core import parallel
+from aae_core.model import one_hot_with_unlabelled
+from aae_core.parallel import Shard, prepare  # noqa: F401  (prepare: bench/trial.py reads it from here)
+from aae_core.seeds import masked_step, per_seed, seedwise
 
 
 class DivergedError(RuntimeError):
@@ -76,35 +77,32 @@ class RandomStreams:
         init, data, prior, evaluation = (int(c.generate_state(1)[0]) for c in children)
         return RandomStreams(init=init, data=data, prior=prior, evaluation=evaluation)
 
+    @property
+    def noise(self) -> int:
+        """Section 5's input noise (`StepContext.noise_generators`). Equal to the
+        `evaluation + 1` that bench/trial.py derived before it had a name, so rows stay
+        bit-identical."""
+        return self.evaluation + 1
+
+    @property
+    def parzen_large(self) -> int:
+        """The generated samples of Table 1's 10M column. Equal to the earlier `evaluation + 2`,
+        so rows stay bit-identical."""
+        return self.evaluation + 2
+
     def for_rank(self, rank: int) -> RandomStreams:
-        """The streams of data-parallel rank `rank`: weight init and data order are shared by
-        every rank (same weights, same epoch permutation, sharded); prior draws and noise are
-        the rank's own. Rank 0 keeps the trial's streams, so its draws match a 1-worker run."""
+        """The streams of data-parallel rank `rank` (see `aae_core.parallel`): init and data
+        are shared by every rank, prior and evaluation (and with it noise) are the rank's own;
+        rank 0 keeps the trial's streams."""
         if rank == 0:
             return self
-        prior, evaluation = (int(np.random.SeedSequence([s, rank]).generate_state(1)[0])
-                             for s in (self.prior, self.evaluation))
+        prior, evaluation = (parallel.rank_seed(s, rank) for s in (self.prior, self.evaluation))
         return RandomStreams(init=self.init, data=self.data, prior=prior, evaluation=evaluation)
 
     def labelled(self, rank: int) -> int:
         """Data parallel only: the seed of rank `rank`'s labelled-minibatch draws (with one
         worker they come from the data stream, as they always have)."""
-        return int(np.random.SeedSequence([self.data, rank, 1]).generate_state(1)[0])
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Which part of every minibatch this process trains on. Data parallel: the epoch's seeded
-    permutation is the same on every rank; each global minibatch (batch_size examples, the
-    paper's 100) is split over the ranks by stride, so the ranks' shards of a step together are
-    exactly the minibatch a single worker would see and the averaged gradient is the same."""
-
-    rank: int = 0
-    world: int = 1
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.rank < self.world:
-            raise ValueError(f"rank must be in 0..{self.world - 1}; got {self.rank}")
+        return parallel.rank_seed(self.data, rank, 1)
 
 
 def generator(seed: int) -> torch.Generator:
@@ -143,6 +141,9 @@ class TrainingData:
                 raise ValueError(f"TrainingData.{name} must be (seeds, n); got shape {tuple(value.shape)}")
 
 
+# -- the losses (one per seed, shape (S,)) ---------------------------------------------------
+
+
 def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, reduction: str) -> torch.Tensor:
     """Euclidean (squared error) reconstruction cost (Section 2).
 
@@ -158,116 +159,36 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, reduction: str) ->
     raise ValueError(f"unknown reconstruction reduction {reduction!r}; valid: mean, sum")
 
 
-# -- optimizers -------------------------------------------------------------------------
-
-
-def make_optimizers(variant: str, net: nn.Module, recon: SGD, adversarial: SGD,
-                    classification: SGD | None = None) -> dict[str, torch.optim.Optimizer]:
-    """One optimizer per phase. Reconstruction: encoder + decoder (+ cluster heads);
-    discriminator: every discriminator; generator and classification: the encoder."""
-
-    def sgd(params, settings: SGD):
-        return torch.optim.SGD(list(params), lr=settings.lr, momentum=settings.momentum)
-
-    own = [p for name, p in net.named_parameters(recurse=False)]  # cluster heads
-    opts = {"reconstruction": sgd([*net.encoder.parameters(), *net.decoder.parameters(), *own], recon)}
-    if variant == "vae":
-        return opts
-    discriminators = [m for name, m in net.named_children() if name.startswith("discriminator")]
-    opts["discriminator"] = sgd([p for d in discriminators for p in d.parameters()], adversarial)
-    opts["generator"] = sgd(net.encoder.parameters(), adversarial)
-    if classification is not None:
-        opts["classification"] = sgd(net.encoder.parameters(), classification)
-    return opts
-
-
-def base_rates(opts: dict, recon: SGD, adversarial: SGD, classification: SGD | None) -> dict[str, float]:
-    rates = {"reconstruction": recon.lr, "discriminator": adversarial.lr, "generator": adversarial.lr,
-             "classification": classification.lr if classification else 0.0}
-    return {name: rates[name] for name in opts}
-
-
-def set_learning_rates(opts: dict, rates: dict[str, float], factor: float) -> None:
-    for name, opt in opts.items():
-        for group in opt.param_groups:
-            group["lr"] = rates[name] * factor
-
-
-def prepare(accelerator, net: nn.Module, opts: dict) -> None:
-    """Prepare each sub-network and optimizer on its own (a prepared parent would bypass DDP)."""
-    for name, child in list(net.named_children()):
-        setattr(net, name, accelerator.prepare(child))
-    for name in list(opts):
-        opts[name] = accelerator.prepare(opts[name])
-    if accelerator.num_processes > 1:
-        # Parameters of the parent itself (Section 7's cluster heads) belong to no DDP wrapper:
-        # average their gradients over the ranks by hand, or the ranks would drift apart.
-        for param in net.parameters(recurse=False):
-            param.register_hook(lambda grad: accelerator.reduce(grad.contiguous(), "mean"))
-
-
-# -- the phases -------------------------------------------------------------------------
-
-
-def _update(ctx: StepContext, opt, loss_fn: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """One optimizer step on the sum of the live seeds' losses; returns the losses (S,).
-
-    A seed whose loss is not finite (on any rank) is marked dead in `ctx.alive` before the
-    backward pass: its loss leaves the sum and its gradients are zeroed, so that nothing
-    non-finite reaches the live seeds or its own optimizer state."""
-    accelerator = ctx.accelerator
-    opt.zero_grad(set_to_none=True)
-    with accelerator.autocast():
-        loss = loss_fn().float()  # (S,)
-    finite = torch.isfinite(loss)
-    if ctx.world > 1:  # every rank must mask the same seeds, or their weights drift apart
-        finite = accelerator.reduce(finite.float(), "sum") == ctx.world
-    ctx.alive = ctx.alive & finite
-    accelerator.backward(torch.where(ctx.alive, loss, torch.zeros_like(loss)).sum())
-    # On a GPU the mask is applied always (no host sync stalls the queue); on a CPU only once a
-    # seed has died (the check is free there, the masking is not).
-    if ctx.seeds > 1 and (loss.device.type != "cpu" or not bool(ctx.alive.all())):
-        for group in opt.param_groups:
-            for param in group["params"]:
-                if param.grad is not None:
-                    dead = ~ctx.alive.view(-1, *[1] * (param.grad.dim() - 1))
-                    param.grad.masked_fill_(dead, 0.0)
-    opt.step()
-    return loss.detach()
-
-
 def bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy with logits, averaged over the batch of each seed: (S, B) -> (S,)."""
-    return models.seedwise(lambda a, b: F.binary_cross_entropy_with_logits(a, b, reduction="none").mean(-1),
-                           logits, targets)
+    return seedwise(lambda a, b: F.binary_cross_entropy_with_logits(a, b, reduction="none").mean(-1),
+                    logits, targets)
 
 
-def discriminator_phase(ctx, opt, discriminators, reals, fakes) -> torch.Tensor:
-    """Each discriminator learns prior samples ("real", 1) against codes ("fake", 0)."""
-
-    def loss():
-        total = 0.0
-        for disc, real, fake in zip(discriminators, reals, fakes, strict=True):
-            logits = disc(torch.cat([real, fake.to(real.dtype)], 1)).float()  # (S, 2B)
-            b = real.shape[1]
-            targets = torch.cat([torch.ones(b), torch.zeros(fake.shape[1])]).to(logits.device)
-            total = total + bce(logits, targets.expand_as(logits))
-        return total
-
-    return _update(ctx, opt, loss)
+def discriminator_loss(discriminators, reals, fakes) -> torch.Tensor:
+    """Each discriminator on prior samples ("real", 1) against codes ("fake", 0), summed."""
+    total = 0.0
+    for disc, real, fake in zip(discriminators, reals, fakes, strict=True):
+        logits = disc(torch.cat([real, fake.to(real.dtype)], 1)).float()  # (S, 2B)
+        b = real.shape[1]
+        targets = torch.cat([torch.ones(b), torch.zeros(fake.shape[1])]).to(logits.device)
+        total = total + bce(logits, targets.expand_as(logits))
+    return total
 
 
-def generator_phase(ctx, opt, discriminators, fakes_fn) -> torch.Tensor:
-    """The encoder learns to make its codes pass as prior samples."""
+def generator_loss(discriminators, fakes) -> torch.Tensor:
+    """How well the codes pass as prior samples ("real", 1), summed over the discriminators."""
+    total = 0.0
+    for disc, fake in zip(discriminators, fakes, strict=True):
+        logits = disc(fake).float()  # (S, B)
+        total = total + bce(logits, torch.ones_like(logits))
+    return total
 
-    def loss():
-        total = 0.0
-        for disc, fake in zip(discriminators, fakes_fn(), strict=True):
-            logits = disc(fake).float()  # (S, B)
-            total = total + bce(logits, torch.ones_like(logits))
-        return total
 
-    return _update(ctx, opt, loss)
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of q(y|x), averaged over the batch of each seed: (S, B, K), (S, B) -> (S,)."""
+    per_example = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+    return per_example.view(labels.shape).mean(-1)
 
 
 def head_penalty(heads: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -282,6 +203,59 @@ def head_penalty(heads: torch.Tensor, threshold: float) -> torch.Tensor:
     # gradient vanishes there); the heads start from a continuous random init, where that has
     # probability zero.
     return F.relu(threshold - distances[:, upper]).sum(-1)
+
+
+def kl_divergence(mean, logvar, z, prior) -> torch.Tensor:
+    """Per-example KL(q(z|x) || p(z)) for a diagonal Gaussian q: (..., z_dim) -> (...). Exact
+    where the prior says it has a closed form (N(0, s^2 I)), else a one-sample Monte Carlo
+    estimate from its log density."""
+    if prior.closed_form_kl:
+        var_p = prior.std ** 2
+        return 0.5 * (logvar.exp() / var_p + mean.pow(2) / var_p - 1 - logvar + math.log(var_p)).sum(-1)
+    log_q = (-0.5 * ((z - mean).pow(2) / logvar.exp() + logvar + math.log(2 * math.pi))).sum(-1)
+    return log_q - prior.log_prob(z.flatten(0, -2)).view(z.shape[:-1])
+
+
+# -- optimizers -------------------------------------------------------------------------
+
+
+def make_optimizers(net: nn.Module, recon: SGD, adversarial: SGD | None,
+                    classification: SGD | None = None) -> dict[str, torch.optim.Optimizer]:
+    """One optimizer per phase. Reconstruction: encoder + decoder (+ cluster heads);
+    discriminator: every discriminator, and generator: the encoder (AAEs only, `adversarial`
+    None for the VAE); classification: the encoder."""
+
+    def sgd(params, settings: SGD):
+        return torch.optim.SGD(list(params), lr=settings.lr, momentum=settings.momentum)
+
+    own = [p for name, p in net.named_parameters(recurse=False)]  # cluster heads
+    opts = {"reconstruction": sgd([*net.encoder.parameters(), *net.decoder.parameters(), *own], recon)}
+    if adversarial is None:
+        return opts
+    discriminators = [m for name, m in net.named_children() if name.startswith("discriminator")]
+    opts["discriminator"] = sgd([p for d in discriminators for p in d.parameters()], adversarial)
+    opts["generator"] = sgd(net.encoder.parameters(), adversarial)
+    if classification is not None:
+        opts["classification"] = sgd(net.encoder.parameters(), classification)
+    return opts
+
+
+def base_rates(opts: dict, recon: SGD, adversarial: SGD | None, classification: SGD | None) -> dict[str, float]:
+    rates = {"reconstruction": recon.lr}
+    if adversarial is not None:
+        rates.update(discriminator=adversarial.lr, generator=adversarial.lr)
+    if classification is not None:
+        rates["classification"] = classification.lr
+    return {name: rates[name] for name in opts}
+
+
+def set_learning_rates(opts: dict, rates: dict[str, float], factor: float) -> None:
+    for name, opt in opts.items():
+        for group in opt.param_groups:
+            group["lr"] = rates[name] * factor
+
+
+# -- one step per variant ---------------------------------------------------------------
 
 
 @dataclass
@@ -313,13 +287,8 @@ class StepContext:
         return len(self.prior_generators)
 
 
-def per_seed(draw: Callable[[torch.Generator, int], torch.Tensor], generators: list[torch.Generator],
-             device) -> torch.Tensor:
-    """Stack one draw per seed, each from that seed's own generator: (S, ...)."""
-    return torch.stack([draw(gen, k) for k, gen in enumerate(generators)]).to(device)
-
-
-def _noisy(ctx: StepContext, x: torch.Tensor) -> torch.Tensor:
+def noisy(ctx: StepContext, x: torch.Tensor) -> torch.Tensor:
+    """x plus Section 5's Gaussian input noise, each seed's from its own noise stream."""
     if not ctx.settings.input_noise_std:
         return x
     noise = per_seed(lambda gen, k: torch.randn(x.shape[1:], generator=gen), ctx.noise_generators, x.device)
@@ -337,167 +306,190 @@ def sample_prior(ctx: StepContext, name: str, n: int, device, labels: torch.Tens
 
 
 def step_autoencoder_aae(ctx: StepContext, x, y) -> dict[str, torch.Tensor]:
-    """Unsupervised (Section 2), label-regularized (Section 3) and supervised (Section 4)."""
-    net = ctx.net
-    recon = _update(ctx, ctx.opts["reconstruction"],
-                    lambda: reconstruction_loss(net.reconstruct(x, y).float(), x, ctx.settings.reduction))
-    label_regularized = isinstance(net, models.LabelRegularizedAAE)
-    real = sample_prior(ctx, "z", x.shape[1], x.device, labels=y if label_regularized else None)
-    if label_regularized:  # the discriminator sees (code, one-hot label or "unlabelled")
-        tag = models.one_hot_with_unlabelled(y, net.n_classes).to(x.device)  # (S, B, K + 1)
-        real = torch.cat([real, tag], -1)
-        def fakes():
-            return [torch.cat([net.code(x), tag], -1)]
-    else:
-        def fakes():
-            return [net.code(x)]
+    """Unsupervised (Section 2) and supervised (Section 4: the decoder also reads the label y)."""
+    net, opts, autocast = ctx.net, ctx.opts, ctx.accelerator.autocast
+    # 1. Reconstruction.
+    with autocast():
+        loss = reconstruction_loss(net.reconstruct(x, y).float(), x, ctx.settings.reduction)
+    recon = masked_step(ctx, opts["reconstruction"], loss)
+    # 2. Regularization: the discriminator learns prior draws against codes, ...
+    real = sample_prior(ctx, "z", x.shape[1], x.device)
     with torch.no_grad():
-        fixed = fakes()
-    loss_d = discriminator_phase(ctx, ctx.opts["discriminator"], [net.discriminator], [real], fixed)
-    loss_g = generator_phase(ctx, ctx.opts["generator"], [net.discriminator], fakes)
+        fake = net.code(x)
+    with autocast():
+        loss = discriminator_loss([net.discriminator], [real], [fake])
+    loss_d = masked_step(ctx, opts["discriminator"], loss)
+    # ... then the encoder learns to fool it.
+    with autocast():
+        loss = generator_loss([net.discriminator], [net.code(x)])
+    loss_g = masked_step(ctx, opts["generator"], loss)
     return {"reconstruction": recon, "discriminator": loss_d, "generator": loss_g}
 
 
-def step_categorical_aae(ctx: StepContext, x, y, labelled=None) -> dict[str, torch.Tensor]:
-    """Semi-supervised (Section 5), clustering (Section 6), dimensionality reduction (Section 7):
-    y under a categorical prior and z under a Gaussian, a discriminator for each."""
-    net, s = ctx.net, ctx.settings
-    x_in = _noisy(ctx, x)
+def step_label_regularized_aae(ctx: StepContext, x, y) -> dict[str, torch.Tensor]:
+    """Section 3: as the unsupervised step, but the discriminator sees (code, one-hot label or
+    "unlabelled"), and a labelled example's prior draw comes from its label's part of the prior."""
+    net, opts, autocast = ctx.net, ctx.opts, ctx.accelerator.autocast
+    # 1. Reconstruction.
+    with autocast():
+        loss = reconstruction_loss(net.reconstruct(x, y).float(), x, ctx.settings.reduction)
+    recon = masked_step(ctx, opts["reconstruction"], loss)
+    # 2. Regularization: the discriminator, ...
+    tag = one_hot_with_unlabelled(y, net.n_classes).to(x.device)  # (S, B, K + 1)
+    real = torch.cat([sample_prior(ctx, "z", x.shape[1], x.device, labels=y), tag], -1)
+    with torch.no_grad():
+        fake = torch.cat([net.code(x), tag], -1)
+    with autocast():
+        loss = discriminator_loss([net.discriminator], [real], [fake])
+    loss_d = masked_step(ctx, opts["discriminator"], loss)
+    # ... then the generator.
+    with autocast():
+        loss = generator_loss([net.discriminator], [torch.cat([net.code(x), tag], -1)])
+    loss_g = masked_step(ctx, opts["generator"], loss)
+    return {"reconstruction": recon, "discriminator": loss_d, "generator": loss_g}
 
-    def recon_loss():
+
+def step_categorical_aae(ctx: StepContext, x, y, labelled=None, *, cluster_heads: bool = False
+                         ) -> dict[str, torch.Tensor]:
+    """Semi-supervised (Section 5) and clustering (Section 6): y under a categorical prior and z
+    under a Gaussian, a discriminator for each; with `labelled` (x_l, y_l), the classification
+    phase. `cluster_heads`: Section 7's model (see `step_dim_reduction_aae`)."""
+    net, opts, s, autocast = ctx.net, ctx.opts, ctx.settings, ctx.accelerator.autocast
+    x_in = noisy(ctx, x)
+    # 1. Reconstruction (Section 7: with the push that keeps the cluster heads apart).
+    with autocast():
         loss = reconstruction_loss(net.decoder(net.representation(*net.code(x_in))).float(), x, s.reduction)
-        if isinstance(net, models.DimReductionAAE) and s.head_penalty:
+        if cluster_heads and s.head_penalty:
             loss = loss + s.head_penalty * head_penalty(net.cluster_heads, s.head_threshold)
-        return loss
-
-    recon = _update(ctx, ctx.opts["reconstruction"], recon_loss)
+    recon = masked_step(ctx, opts["reconstruction"], loss)
+    # 2. Regularization: the discriminators of y and z, ...
     discriminators = [net.discriminator_y, net.discriminator_z]
     b = x.shape[1]
     reals = [sample_prior(ctx, "y", b, x.device), sample_prior(ctx, "z", b, x.device)]
     with torch.no_grad():
-        fixed = list(net.code(x_in))
-    loss_d = discriminator_phase(ctx, ctx.opts["discriminator"], discriminators, reals, fixed)
-    loss_g = generator_phase(ctx, ctx.opts["generator"], discriminators, lambda: list(net.code(x_in)))
+        fakes = list(net.code(x_in))
+    with autocast():
+        loss = discriminator_loss(discriminators, reals, fakes)
+    loss_d = masked_step(ctx, opts["discriminator"], loss)
+    # ... then the generator.
+    with autocast():
+        loss = generator_loss(discriminators, list(net.code(x_in)))
+    loss_g = masked_step(ctx, opts["generator"], loss)
     losses = {"reconstruction": recon, "discriminator": loss_d, "generator": loss_g}
+    # 3. Semi-supervised classification.
     if labelled is not None:
         x_l, y_l = labelled  # (S, B, ...), (S, B)
-        x_l_in = _noisy(ctx, x_l)
-
-        def classification_loss():
-            logits = net.split(x_l_in)[0].float()  # (S, B, K)
-            per_example = F.cross_entropy(logits.flatten(0, 1), y_l.flatten(), reduction="none")
-            return per_example.view(y_l.shape).mean(-1)  # (S,)
-
-        losses["classification"] = _update(ctx, ctx.opts["classification"], classification_loss)
+        x_l_in = noisy(ctx, x_l)
+        with autocast():
+            loss = classification_loss(net.split(x_l_in)[0].float(), y_l)  # logits (S, B, K)
+        losses["classification"] = masked_step(ctx, opts["classification"], loss)
     return losses
 
 
+def step_dim_reduction_aae(ctx: StepContext, x, y, labelled=None) -> dict[str, torch.Tensor]:
+    """Section 7: the categorical step of a model whose representation is W_C y + z; the
+    reconstruction phase also pushes apart cluster heads closer than the threshold."""
+    return step_categorical_aae(ctx, x, y, labelled, cluster_heads=True)
+
+
 def step_vae(ctx: StepContext, x, y) -> dict[str, torch.Tensor]:
-    """The VAE baseline: reconstruction + KL(q(z|x) || p(z)), one optimizer.
-
-    KL is exact for the Gaussian prior and a one-sample Monte Carlo estimate for the others.
-    """
+    """The VAE baseline: reconstruction + KL(q(z|x) || p(z)), one optimizer."""
     net, prior = ctx.net, ctx.priors["z"]
-
-    def loss():
+    with ctx.accelerator.autocast():
         mean, logvar = net.posterior(x)  # (S, B, z_dim) each
         eps = per_seed(lambda gen, k: torch.randn(mean.shape[1:], generator=gen), ctx.prior_generators,
                        mean.device)
-        z = mean + models.seedwise(lambda lv: (0.5 * lv).exp(), logvar) * eps
+        z = mean + seedwise(lambda lv: (0.5 * lv).exp(), logvar) * eps
         recon = reconstruction_loss(net.decoder(z).float(), x, ctx.settings.reduction)
-        kl = models.seedwise(lambda m, lv, zz: kl_divergence(m, lv, zz, prior), mean.float(), logvar.float(),
-                             z.float())  # (S, B)
-        return recon + kl.mean(-1)
-
-    return {"reconstruction": _update(ctx, ctx.opts["reconstruction"], loss)}
-
-
-def kl_divergence(mean, logvar, z, prior) -> torch.Tensor:
-    """Per-example KL(q(z|x) || p(z)) for a diagonal Gaussian q: (..., z_dim) -> (...)."""
-    if hasattr(prior, "std") and not hasattr(prior, "components"):  # Gaussian N(0, s^2 I)
-        var_p = prior.std ** 2
-        return 0.5 * (logvar.exp() / var_p + mean.pow(2) / var_p - 1 - logvar + math.log(var_p)).sum(-1)
-    log_q = (-0.5 * ((z - mean).pow(2) / logvar.exp() + logvar + math.log(2 * math.pi))).sum(-1)
-    return log_q - prior.log_prob(z.flatten(0, -2)).view(z.shape[:-1])
+        kl = seedwise(lambda m, lv, zz: kl_divergence(m, lv, zz, prior), mean.float(), logvar.float(),
+                      z.float())  # (S, B)
+        loss = recon + kl.mean(-1)
+    return {"reconstruction": masked_step(ctx, ctx.opts["reconstruction"], loss)}
 
 
-STEPS = {
-    "unsupervised": step_autoencoder_aae,
-    "label-regularized": step_autoencoder_aae,
-    "supervised": step_autoencoder_aae,
-    "semi-supervised": step_categorical_aae,
-    "clustering": step_categorical_aae,
-    "dim-reduction": step_categorical_aae,
-    "vae": step_vae,
-}
+# -- an epoch ---------------------------------------------------------------------------
 
 
-def train_epoch(ctx: StepContext, variant: str, data: TrainingData, *, batch_size: int,
-                data_generators: list[torch.Generator], epoch: int, shard: Shard = Shard(),
+Batch = tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]
+
+
+def minibatches(data: TrainingData, batch_size: int, data_generators: list[torch.Generator],
+                labelled_generators: list[torch.Generator], shard: Shard, device) -> Iterator[Batch]:
+    """One epoch's steps, (x, y, labelled) for every seed: x (S, B, ...); y (S, B), or None
+    when the variant sees no labels; labelled (x_l, y_l) of shapes (S, B, ...), (S, B), a
+    minibatch of each seed's labelled examples drawn with replacement, or None.
+
+    Each seed goes through `data.x` in its own random order (a permutation from its data
+    generator); this rank takes its stride of every minibatch (`Shard`)."""
+    n = data.x.shape[0]
+    orders = torch.stack([torch.randperm(n, generator=gen) for gen in data_generators])  # (S, n)
+    for start in range(0, n, batch_size):
+        index = orders[:, start:start + batch_size]  # (S, B)
+        if shard.world > 1:
+            if index.shape[1] < shard.world:
+                # DEVIATION: a last minibatch smaller than the number of workers is dropped
+                # (every rank must take part in every step).
+                return
+            index = index[:, shard.rank::shard.world]  # (S, batch_size / world)
+        x = data.x[index].to(device)  # (S, B, ...)
+        y = data.y.gather(1, index).to(device) if data.y is not None else None
+        labelled = None
+        if data.labelled_index is not None:
+            size, b = data.labelled_index.shape[1], index.shape[1]
+            pick = per_seed(lambda gen, k, size=size, b=b: torch.randint(0, size, (b,), generator=gen),
+                            labelled_generators, "cpu")  # (S, B)
+            labelled = (data.x[data.labelled_index.gather(1, pick)].to(device),
+                        data.labelled_y.gather(1, pick).to(device))
+        yield x, y, labelled
+
+
+def record_divergence(ctx: StepContext, names: list[str], losses: torch.Tensor, alive: torch.Tensor,
+                      where: str) -> None:
+    """Note why each newly masked seed was masked (its first non-finite phase, `where`) in
+    `ctx.diverged`; raise DivergedError once no seed is left. losses (phases, S)."""
+    for k in range(ctx.seeds):
+        if not alive[k] and k not in ctx.diverged:
+            bad = next((nm for nm, v in zip(names, losses[:, k], strict=True) if not math.isfinite(v)), names[0])
+            ctx.diverged[k] = f"non-finite {bad} loss at {where}"
+    if len(ctx.diverged) == ctx.seeds:
+        raise DivergedError(ctx.diverged[0] if ctx.seeds == 1 else
+                            "every seed diverged: " + "; ".join(f"seed index {k}: {why}"
+                                                                for k, why in sorted(ctx.diverged.items())))
+
+
+def train_epoch(ctx: StepContext, step: Callable, data: TrainingData, *, batch_size: int,
+                data_generators: list[torch.Generator], epoch: int, shard: Shard = Shard(),  # noqa: B008 (frozen)
                 labelled_generators: list[torch.Generator] | None = None) -> list[dict[str, float]]:
-    """One pass over `data.x` for every seed, each in its own seeded random order; returns the
-    mean loss of each phase, one dict per seed (NaN for a seed masked out this epoch or before).
+    """One pass over `data.x` for every seed, each in its own seeded random order, through
+    `step` (a variant's step, `aae_core.variants.VARIANTS[name].step`); returns the mean loss of
+    each phase, one dict per seed (NaN for a seed masked out this epoch or before).
 
-    Data parallel (`shard.world` > 1): this rank trains on its stride of every minibatch (see
-    `Shard`), draws labelled minibatches from `labelled_generators` (its own streams, so the
-    data streams, and with them the next epoch's permutations, stay the same on every rank),
-    and the losses are averaged over the ranks at every step, so that all ranks see the same
-    numbers and mask the same seeds.
+    Data parallel (`shard.world` > 1): this rank trains on its stride of every minibatch, draws
+    labelled minibatches from `labelled_generators` (its own streams; see `aae_core.parallel`),
+    and the losses are averaged over the ranks at every step.
 
     A seed whose loss is not finite is recorded in `ctx.diverged` (epoch, step and phase) and
     masked out; raises DivergedError when no seed is left.
     """
-    n = data.x.shape[0]
     seeds = ctx.seeds
     if len(data_generators) != seeds:
         raise ValueError(f"{seeds} seeds need {seeds} data generators; got {len(data_generators)}")
-    orders = torch.stack([torch.randperm(n, generator=gen) for gen in data_generators])  # (S, n)
-    step = STEPS[variant]
-    device = ctx.accelerator.device
-    distributed = shard.world > 1
-    if distributed and data.labelled_index is not None and labelled_generators is None:
+    if shard.world > 1 and data.labelled_index is not None and labelled_generators is None:
         raise ValueError("data parallel training with labelled minibatches needs labelled_generators")
+    batches = minibatches(data, batch_size, data_generators, labelled_generators or data_generators, shard,
+                          ctx.accelerator.device)
     sums: dict[str, torch.Tensor] = {}
     counts = torch.zeros(seeds, dtype=torch.float64)
-    steps = 0
-    for start in range(0, n, batch_size):
-        index = orders[:, start:start + batch_size]  # (S, B)
-        if distributed:
-            if index.shape[1] < shard.world:
-                # DEVIATION: a last minibatch smaller than the number of workers is dropped
-                # (every rank must take part in every step).
-                break
-            index = index[:, shard.rank::shard.world]  # (S, batch_size / world)
-        x = data.x[index].to(device)  # (S, B, ...)
-        y = data.y.gather(1, index).to(device) if data.y is not None else None
-        if data.labelled_index is not None:
-            size, b = data.labelled_index.shape[1], index.shape[1]
-            pick = per_seed(lambda gen, k, size=size, b=b: torch.randint(0, size, (b,), generator=gen),
-                            labelled_generators or data_generators, "cpu")  # (S, B)
-            labelled = (data.x[data.labelled_index.gather(1, pick)].to(device),
-                        data.labelled_y.gather(1, pick).to(device))
-            losses = step(ctx, x, y, labelled)
-        else:
-            losses = step(ctx, x, y)
+    for i, (x, y, labelled) in enumerate(batches):
+        losses = step(ctx, x, y) if labelled is None else step(ctx, x, y, labelled)
         names = list(losses)
         stacked = torch.stack([losses[k].float() for k in names])  # (phases, S)
-        if distributed:
-            stacked = ctx.accelerator.reduce(stacked, "mean")
-        stacked = stacked.double().cpu()
+        stacked = parallel.mean_over_ranks(ctx.accelerator, stacked, shard.world).double().cpu()
         alive = ctx.alive.cpu()  # the one host sync of a step
-        for k in range(seeds):
-            if not alive[k] and k not in ctx.diverged:
-                bad = next((nm for nm, v in zip(names, stacked[:, k], strict=True)
-                            if not math.isfinite(v)), names[0])
-                ctx.diverged[k] = f"non-finite {bad} loss at epoch {epoch}, step {steps}"
         for name, values in zip(names, stacked, strict=True):
             sums[name] = sums.get(name, torch.zeros(seeds, dtype=torch.float64)) + torch.where(alive, values, 0.0)
         counts += alive.double()
-        steps += 1
-        if len(ctx.diverged) == seeds:
-            raise DivergedError(ctx.diverged[0] if seeds == 1 else
-                                "every seed diverged: " + "; ".join(f"seed index {k}: {why}"
-                                                                    for k, why in sorted(ctx.diverged.items())))
+        record_divergence(ctx, names, stacked, alive, f"epoch {epoch}, step {i}")
     return [{f"loss_{name}": (float(total[k] / counts[k]) if k not in ctx.diverged and counts[k] else math.nan)
              for name, total in sums.items()} for k in range(seeds)]
 

@@ -8,13 +8,14 @@ comparing variant names.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from torch import nn
 
 from aae_core import model, training
+from aae_core.seeds import initialise
 
 EVALUATIONS = ("parzen", "categorical", "reconstruction")
 """How a variant is judged: "parzen" (Table 1's log-likelihood), "categorical" (q(y|x):
@@ -52,6 +53,8 @@ class Variant:
     """q(y|x) under a categorical prior with its own discriminator (Sections 5-7)."""
     adversarial: bool = True
     """Trained with a discriminator (every AAE; the VAE baseline is not)."""
+    per_class: bool = False
+    """The model has an input or output per class (its constructor takes n_classes)."""
     primary_metric: str | None = None
     """The metric a table cell reports, where it is not the evaluation's own."""
     defaults: Mapping[str, object] = field(default_factory=_frozen)
@@ -86,29 +89,29 @@ _DIM_REDUCTION_FIELDS = dict(head_threshold=3.0, head_penalty=1.0, head_init_std
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("unsupervised", "Section 2, Table 1, Fig. 2a-b", model.UnsupervisedAAE,
-            training.STEPS["unsupervised"], ("gaussian", "mixture", "swiss-roll"), "parzen",
+            training.step_autoencoder_aae, ("gaussian", "mixture", "swiss-roll"), "parzen",
             defaults=_frozen(dict(z_dim=8, prior_std=5.0))),
     Variant("label-regularized", "Section 3, Fig. 4", model.LabelRegularizedAAE,
-            training.STEPS["label-regularized"], ("mixture", "swiss-roll"), "reconstruction",
-            labels="tagged", needs="labels", defaults=_frozen(dict(z_dim=2))),
+            training.step_label_regularized_aae, ("mixture", "swiss-roll"), "reconstruction",
+            per_class=True, labels="tagged", needs="labels", defaults=_frozen(dict(z_dim=2))),
     Variant("supervised", "Section 4, Fig. 5-6", model.SupervisedAAE,
-            training.STEPS["supervised"], ("gaussian",), "reconstruction", labels="all",
-            defaults=_frozen(dict(z_dim=15, prior_std=1.0))),
+            training.step_autoencoder_aae, ("gaussian",), "reconstruction", per_class=True,
+            labels="all", defaults=_frozen(dict(z_dim=15, prior_std=1.0))),
     Variant("semi-supervised", "Section 5, Table 2", model.SemiSupervisedAAE,
-            training.STEPS["semi-supervised"], ("gaussian",), "categorical", labels="subset",
+            training.step_categorical_aae, ("gaussian",), "categorical", per_class=True, labels="subset",
             needs="labels", categorical=True, defaults=_frozen(dict(z_dim=10, prior_std=1.0)),
             fields=_frozen(_CATEGORICAL_FIELDS)),
     Variant("clustering", "Section 6, Table 3, Fig. 9", model.SemiSupervisedAAE,
-            training.STEPS["clustering"], ("gaussian",), "categorical", needs="clusters",
+            training.step_categorical_aae, ("gaussian",), "categorical", per_class=True, needs="clusters",
             categorical=True, defaults=_frozen(dict(z_dim=10, prior_std=1.0)),
             fields=_frozen(_CATEGORICAL_FIELDS)),
     Variant("dim-reduction", "Section 7, Fig. 11", model.DimReductionAAE,
-            training.STEPS["dim-reduction"], ("gaussian",), "categorical", labels="subset",
+            training.step_dim_reduction_aae, ("gaussian",), "categorical", per_class=True, labels="subset",
             needs="labels-or-clusters", categorical=True, primary_metric="dim_reduction_error",
             defaults=_frozen(dict(z_dim=2, prior_std=0.5)),
             fields=_frozen({**_CATEGORICAL_FIELDS, **_DIM_REDUCTION_FIELDS})),
     # The VAE's KL needs a density: the swiss roll has none here.
-    Variant("vae", "Fig. 2c-d (baseline)", model.VAE, training.STEPS["vae"], ("gaussian", "mixture"),
+    Variant("vae", "Fig. 2c-d (baseline)", model.VAE, training.step_vae, ("gaussian", "mixture"),
             "parzen", adversarial=False, defaults=_frozen(dict(z_dim=8, prior_std=5.0))),
 )}
 
@@ -119,3 +122,22 @@ def variant(name: str) -> Variant:
         return VARIANTS[name]
     except KeyError:
         raise ValueError(f"unknown variant {name!r}; valid: {', '.join(VARIANTS)}") from None
+
+
+def network(name: str, input_shape, z_dim: int, hidden: list[int], seeds: int = 1, *, n_classes: int) -> nn.Module:
+    """Variant `name`'s model for `seeds` seeds, weights not drawn (to load a state into);
+    `n_classes` reaches only the models that have classes."""
+    record = variant(name)
+    if record.per_class:
+        return record.model(input_shape, z_dim, hidden, seeds, n_classes)
+    return record.model(input_shape, z_dim, hidden, seeds)
+
+
+def build(name: str, input_shape, z_dim: int, hidden: list[int], *, init_std: float,
+          init_seeds: Sequence[int] = (0,), n_classes: int = 10, head_init_std: float = 1.0) -> nn.Module:
+    """Variant `name`'s model with one weight copy per entry of `init_seeds`, each drawn from its seed."""
+    if not init_seeds:
+        raise ValueError("a model needs at least one seed")
+    net = network(name, input_shape, z_dim, hidden, len(init_seeds), n_classes=n_classes)
+    initialise(net, init_seeds, init_std, head_init_std)
+    return net

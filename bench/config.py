@@ -11,36 +11,23 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from aae_core import datasets, model, priors
+from aae_core import datasets, priors, variants
+from bench.parzen import PARZEN_SIGMAS
 
 PROFILES = ("smoke", "quick", "paper")
-VARIANTS = tuple(model.VARIANTS)
+VARIANTS = tuple(variants.VARIANTS)
 # Priors on z; the categorical prior is the prior on y of the semi-supervised family.
 PRIORS = tuple(p for p in priors.PRIORS if p != "categorical")
 DATASETS = tuple(datasets.DATASETS)
-# Which priors on z each variant can use (the categorical prior on y is implied where it applies).
-VARIANT_PRIORS = {
-    "unsupervised": ("gaussian", "mixture", "swiss-roll"),
-    "label-regularized": ("mixture", "swiss-roll"),
-    "supervised": ("gaussian",),
-    "semi-supervised": ("gaussian",),
-    "clustering": ("gaussian",),
-    "dim-reduction": ("gaussian",),
-    "vae": ("gaussian", "mixture"),  # the VAE's KL needs a density: the swiss roll has none here
-}
-PARZEN_VARIANTS = ("unsupervised", "vae")
-CATEGORICAL_VARIANTS = ("semi-supervised", "clustering", "dim-reduction")
-# Defaults of fields that apply to some variants only; None elsewhere, so other trial ids stay.
+# Which priors on z each variant can use: derived from aae_core.variants (`Variant.priors`).
+VARIANT_PRIORS = {v.name: v.priors for v in variants.VARIANTS.values()}
+# Defaults of fields that apply to some priors or variants only; None elsewhere, so other trial
+# ids stay. The variants' own fields and defaults are on their records (`Variant.fields`).
 MIXTURE_DEFAULTS = dict(mixture_radius=1.4, mixture_std_radial=0.5, mixture_std_tangential=0.05)
-CATEGORICAL_DEFAULTS = dict(input_noise_std=0.3, classification_lr=0.1, classification_momentum=0.9)
-DIM_REDUCTION_DEFAULTS = dict(head_threshold=3.0, head_penalty=1.0, head_init_std=1.0)
+VARIANT_FIELDS = tuple(dict.fromkeys(name for v in variants.VARIANTS.values() for name in v.fields))
+PARZEN_FIELDS = ("parzen_samples", "parzen_validation", "parzen_test", "parzen_sigmas", "parzen_samples_large")
 PRECISIONS = ("no", "bf16")
 RECON_REDUCTIONS = ("sum", "mean")
-
-# The Parzen protocol of the GAN paper's public code (goodfeli/adversarial, parzen_ll.py).
-from bench.parzen import PARZEN_SIGMAS  # noqa: E402  (one definition; H1: move it to the imports)
 
 
 class ConfigError(ValueError):
@@ -62,7 +49,7 @@ class TrialConfig:
     seed: int
     """Seeds init, data order and prior draws (three streams derived from it)."""
     variant: str = "unsupervised"
-    """Which model of the paper (aae_core.model.VARIANTS)."""
+    """Which model of the paper (aae_core.variants.VARIANTS)."""
     dataset: str = "mnist"
     """Data set name (aae_core.datasets)."""
     prior: str = "gaussian"
@@ -152,7 +139,7 @@ class TrialConfig:
         _choice("variant", self.variant, VARIANTS)
         _choice("prior", self.prior, PRIORS)
         _choice("dataset", self.dataset, DATASETS)
-        _choice(f"prior for variant {self.variant}", self.prior, VARIANT_PRIORS[self.variant])
+        _choice(f"prior for variant {self.variant}", self.prior, variants.variant(self.variant).priors)
         self._fill_variant_defaults()
         self._check_variant()
         _choice("precision", self.precision, PRECISIONS)
@@ -185,6 +172,8 @@ class TrialConfig:
 
     def _fill_variant_defaults(self) -> None:
         # Frozen: defaults that depend on the variant are set once, here, so rows record them.
+        record = variants.variant(self.variant)
+
         def fill(defaults: dict, applies: bool) -> None:
             for name, value in defaults.items():
                 current = getattr(self, name)
@@ -195,27 +184,25 @@ class TrialConfig:
                                       f"with prior {self.prior}")
 
         fill(MIXTURE_DEFAULTS, self.prior == "mixture")
-        fill(CATEGORICAL_DEFAULTS, self.variant in CATEGORICAL_VARIANTS)
-        fill(DIM_REDUCTION_DEFAULTS, self.variant == "dim-reduction")
-        if self.variant not in PARZEN_VARIANTS:
-            for name in ("parzen_samples", "parzen_validation", "parzen_test", "parzen_sigmas",
-                         "parzen_samples_large"):
+        fill(dict(record.fields), True)
+        fill({name: None for name in VARIANT_FIELDS if name not in record.fields}, False)
+        if record.evaluation != "parzen":
+            for name in PARZEN_FIELDS:
                 object.__setattr__(self, name, None)
 
     def _check_variant(self) -> None:
-        v = self.variant
+        v, record = self.variant, variants.variant(self.variant)
         if self.prior in ("mixture", "swiss-roll") and self.z_dim != 2:
             raise ConfigError(f"prior {self.prior} is 2-D: z_dim must be 2; got {self.z_dim}")
-        needs_labels = v in ("semi-supervised", "label-regularized")
-        if needs_labels and self.labels is None:
+        if record.needs == "labels" and self.labels is None:
             raise ConfigError(f"variant {v} needs labels (a count, e.g. 100; 0 = all)")
-        if v == "clustering" and self.clusters is None:
-            raise ConfigError("variant clustering needs clusters (e.g. 16)")
-        if v == "dim-reduction" and (self.labels is None) == (self.clusters is None):
-            raise ConfigError("variant dim-reduction needs exactly one of labels or clusters")
-        if v not in ("semi-supervised", "label-regularized", "dim-reduction") and self.labels is not None:
+        if record.needs == "clusters" and self.clusters is None:
+            raise ConfigError(f"variant {v} needs clusters (e.g. 16)")
+        if record.needs == "labels-or-clusters" and (self.labels is None) == (self.clusters is None):
+            raise ConfigError(f"variant {v} needs exactly one of labels or clusters")
+        if not record.takes_labels and self.labels is not None:
             raise ConfigError(f"labels does not apply to variant {v}")
-        if v not in ("clustering", "dim-reduction") and self.clusters is not None:
+        if not record.takes_clusters and self.clusters is not None:
             raise ConfigError(f"clusters does not apply to variant {v}")
         if self.dataset.startswith("tfd") and self.fold is None:
             object.__setattr__(self, "fold", 0)

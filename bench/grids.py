@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from aae_core import variants
 from bench.config import PROFILES, ConfigError, TrialConfig
 
 # What changes with the profile. Everything else is the paper's setting (or a PAPER-GAP field).
@@ -26,7 +27,7 @@ SMOKE_PARZEN = dict(parzen_samples=500, parzen_validation=200, parzen_test=500)
 
 def _scaled(profile: str, **fields) -> dict:
     scale = dict(SCALE[profile])
-    if profile == "smoke" and fields.get("variant", "unsupervised") in ("unsupervised", "vae"):
+    if profile == "smoke" and variants.variant(fields.get("variant", "unsupervised")).evaluation == "parzen":
         scale.update(SMOKE_PARZEN)
     if profile == "smoke" and fields.get("labels"):
         # A smoke run checks structure, not numbers: a class-balanced subset must fit in the
@@ -156,27 +157,16 @@ def grid_configs(name: str, profile: str, seeds: int, datasets: tuple[str, ...] 
     return configs
 
 
-# The paper's code size and prior scale of each variant, for single trials (`aae-bench train`).
-VARIANT_DEFAULTS = {
-    "unsupervised": dict(z_dim=8, prior_std=5.0),
-    "label-regularized": dict(z_dim=2),
-    "supervised": dict(z_dim=15, prior_std=1.0),
-    "semi-supervised": dict(z_dim=10, prior_std=1.0),
-    "clustering": dict(z_dim=10, prior_std=1.0),
-    "dim-reduction": dict(z_dim=2, prior_std=0.5),
-    "vae": dict(z_dim=8, prior_std=5.0),
-}
-
-
 def single_trial(variant: str, dataset: str, prior: str, *, profile: str = "quick", seed: int = 0,
                  labels: int | None = None, clusters: int | None = None, epochs: int | None = None,
                  z_dim: int | None = None) -> TrialConfig:
-    """One config with the settings the grids use for this variant (grid "train")."""
-    if variant not in VARIANT_DEFAULTS:
-        raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(VARIANT_DEFAULTS)}")
+    """One config with the settings the grids use for this variant (grid "train"): its record's
+    code size and prior scale (`Variant.defaults`)."""
+    if variant not in variants.VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(variants.VARIANTS)}")
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
-    fields = dict(VARIANT_DEFAULTS[variant])
+    fields = dict(variants.VARIANTS[variant].defaults)
     if prior in ("mixture", "swiss-roll"):
         fields["z_dim"] = 2
     if z_dim is not None:

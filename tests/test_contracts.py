@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from aae_core import datasets, model
+from aae_core import datasets, model, variants
 from bench import cli, grids, trial
 from bench.config import VARIANT_PRIORS
 
@@ -68,7 +68,7 @@ def hexes(rows: list[dict]) -> dict[str, str]:
 
 def test_every_variant_and_prior_is_covered():
     """Every model of aae_core has its priors listed, and every listed prior is a case."""
-    assert set(VARIANT_PRIORS) == set(model.VARIANTS)
+    assert set(VARIANT_PRIORS) == set(variants.VARIANTS)
     assert {(c.values[0], c.values[1]) for c in CASES} == {
         (v, p) for v, priors in VARIANT_PRIORS.items() for p in priors}
 
@@ -194,7 +194,7 @@ def test_cli_train_json(capsys, tmp_path, mnist_dir):
     (["--variant", "label-regularized", "--prior", "mixture"], ["label-regularized", "labels"]),
     (["--variant", "clustering"], ["clustering", "clusters"]),
     (["--variant", "dim-reduction", "--labels", "100", "--clusters", "20"], ["labels", "clusters"]),
-    (["--variant", "gan"], ["'gan'", *model.VARIANTS]),
+    (["--variant", "gan"], ["'gan'", *variants.VARIANTS]),
     (["--variant", "vae", "--prior", "swiss-roll"], ["swiss-roll", *VARIANT_PRIORS["vae"]]),
     (["--variant", "supervised", "--prior", "mixture"], ["mixture", *VARIANT_PRIORS["supervised"]]),
     (["--variant", "unsupervised", "--prior", "laplace"], ["laplace", *VARIANT_PRIORS["unsupervised"]]),

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from aae_core import datasets, model, training
+from aae_core import datasets, training, variants
+from aae_core.seeds import SeedLinear
 from bench import trial
 from bench.grids import grid_configs, single_trial
 from bench.trial import TrialState, run_trial
@@ -55,7 +56,7 @@ def kernel_gap(sizes=((784, 40), (40, 40), (40, 8)), device="cpu") -> float:
     gen = torch.Generator().manual_seed(0)
     worst = 0.0
     for n_in, n_out in sizes:
-        pair, alone = model.SeedLinear(n_in, n_out, 2).to(device), model.SeedLinear(n_in, n_out, 1).to(device)
+        pair, alone = SeedLinear(n_in, n_out, 2).to(device), SeedLinear(n_in, n_out, 1).to(device)
         with torch.no_grad():
             for p in (pair.weight, pair.bias):
                 p.copy_(torch.randn(p.shape, generator=gen))
@@ -79,7 +80,7 @@ def tolerance(config, mnist, gap: float) -> dict[str, float]:
     plain = by_key(run_trial(config, data=mnist, threads=1))
     if gap == 0.0:
         return {metric: 0.0 for _, metric in plain}
-    build = model.build
+    build = variants.build
 
     def perturbed(*args, **kwargs):
         net = build(*args, **kwargs)
@@ -89,7 +90,7 @@ def tolerance(config, mnist, gap: float) -> dict[str, float]:
         return net
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(model, "build", perturbed)
+        mp.setattr(variants, "build", perturbed)
         moved = by_key(run_trial(config, data=mnist, threads=1))
     return {metric: 10 * abs(plain[k]["value"] - moved[k]["value"]) for k in plain for metric in [k[1]]}
 
@@ -134,8 +135,8 @@ def test_init_and_first_minibatch_bit_for_bit_at_paper_size(mnist):
         accelerator = Accelerator(cpu=True)
         ctx = training.StepContext(accelerator, parts.net, parts.opts, parts.priors, parts.settings,
                                    [training.generator(s.prior) for s in streams],
-                                   [training.generator(s.evaluation + 1) for s in streams])
-        training.train_epoch(ctx, config.variant, parts.data, batch_size=100, epoch=0,
+                                   [training.generator(s.noise) for s in streams])
+        training.train_epoch(ctx, variants.VARIANTS[config.variant].step, parts.data, batch_size=100, epoch=0,
                              data_generators=[training.generator(s.data) for s in streams])
         return before, parts.net.state_dict()
 
@@ -153,7 +154,7 @@ def test_a_diverged_seed_is_masked_out_and_the_others_go_on(mnist, monkeypatch):
     config = tiny("unsupervised", "gaussian", None, None)
     pack = [dataclasses.replace(config, seed=s) for s in (0, 1, 2)]
     alone = by_key(run_trial(pack[0], data=mnist, threads=1) + run_trial(pack[2], data=mnist, threads=1))
-    build = model.build
+    build = variants.build
 
     def poisoned(*args, **kwargs):
         net = build(*args, **kwargs)
@@ -162,7 +163,7 @@ def test_a_diverged_seed_is_masked_out_and_the_others_go_on(mnist, monkeypatch):
                 net.encoder.net[0].weight[1] = math.inf  # seed index 1 only
         return net
 
-    monkeypatch.setattr(model, "build", poisoned)
+    monkeypatch.setattr(variants, "build", poisoned)
     rows = run_trial(pack, data=mnist, threads=1)
     status = {r["seed"]: r["status"] for r in rows}
     assert status == {0: "done", 1: "diverged", 2: "done"}
@@ -176,7 +177,7 @@ def test_a_diverged_seed_is_masked_out_and_the_others_go_on(mnist, monkeypatch):
 
 def test_every_seed_diverged_gives_diverged_rows(mnist, monkeypatch):
     config = tiny("unsupervised", "gaussian", None, None, epochs=1)
-    build = model.build
+    build = variants.build
 
     def poisoned(*args, **kwargs):
         net = build(*args, **kwargs)
@@ -184,7 +185,7 @@ def test_every_seed_diverged_gives_diverged_rows(mnist, monkeypatch):
             net.encoder.net[0].weight.fill_(math.inf)
         return net
 
-    monkeypatch.setattr(model, "build", poisoned)
+    monkeypatch.setattr(variants, "build", poisoned)
     rows = run_trial([dataclasses.replace(config, seed=s) for s in (0, 1)], data=mnist, threads=1)
     assert [(r["seed"], r["status"]) for r in rows] == [(0, "diverged"), (1, "diverged")]
     assert all("non-finite" in r["error"] for r in rows)

@@ -8,7 +8,10 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from aae_core import model, priors, training
+from aae_core import priors, training, variants
+from aae_core.seeds import SeedLinear, initialise, masked_step, mlp
+
+UNSUPERVISED = variants.VARIANTS["unsupervised"].step
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +23,9 @@ def build(*seeds, z_dim=4, hidden=(32, 32)):
     """An unsupervised AAE holding `seeds` (default: seed 0 alone), its optimizers, and each
     seed's data and prior generators, as run_trial derives them."""
     streams = [training.RandomStreams.from_seed(s) for s in seeds or (0,)]
-    aae = model.build("unsupervised", (1, 6, 6), z_dim, list(hidden), init_std=0.1,
-                      init_seeds=[s.init for s in streams])
-    opts = training.make_optimizers("unsupervised", aae, training.SGD(0.01, 0.9), training.SGD(0.1, 0.1))
+    aae = variants.build("unsupervised", (1, 6, 6), z_dim, list(hidden), init_std=0.1,
+                         init_seeds=[s.init for s in streams])
+    opts = training.make_optimizers(aae, training.SGD(0.01, 0.9), training.SGD(0.1, 0.1))
     gens = [training.generator(s.data) for s in streams], [training.generator(s.prior) for s in streams]
     return aae, opts, gens
 
@@ -41,7 +44,7 @@ def run_epochs(accelerator, seed, epochs=2, x=None):
     aae, opts, (gds, gps) = build(seed)
     x = data() if x is None else x
     ctx = context(accelerator, aae, opts, gps)
-    return [training.train_epoch(ctx, "unsupervised", training.TrainingData(x), batch_size=16,
+    return [training.train_epoch(ctx, UNSUPERVISED, training.TrainingData(x), batch_size=16,
                                  data_generators=gds, epoch=e)[0]
             for e in range(epochs)]
 
@@ -68,8 +71,8 @@ def test_shapes():
 
 
 def test_init_follows_init_std():
-    net = model.mlp([500, 400, 3], seeds=2)
-    model.initialise(net, [0, 1], init_std=0.01)
+    net = mlp([500, 400, 3], seeds=2)
+    initialise(net, [0, 1], init_std=0.01)
     weights = net[0].weight.detach()
     assert weights.shape == (2, 400, 500) and net[0].bias.shape == (2, 400)
     for k in range(2):
@@ -101,8 +104,7 @@ def test_each_phase_updates_only_its_networks(accelerator):
     changed = lambda before, m: any(not torch.equal(b, p) for b, p in zip(before, m.parameters(), strict=True))  # noqa: E731
 
     enc, dec, disc = snapshot(aae.encoder), snapshot(aae.decoder), snapshot(aae.discriminator)
-    loss = training._update(ctx, opts["reconstruction"],
-                            lambda: training.reconstruction_loss(aae.reconstruct(x), x, "sum"))
+    loss = masked_step(ctx, opts["reconstruction"], training.reconstruction_loss(aae.reconstruct(x), x, "sum"))
     assert loss.shape == (1,)
     assert changed(enc, aae.encoder) and changed(dec, aae.decoder)
     assert not changed(disc, aae.discriminator)
@@ -110,14 +112,14 @@ def test_each_phase_updates_only_its_networks(accelerator):
     enc, dec, disc = snapshot(aae.encoder), snapshot(aae.decoder), snapshot(aae.discriminator)
     with torch.no_grad():
         fake = aae.code(x)
-    loss = training.discriminator_phase(ctx, opts["discriminator"], [aae.discriminator],
-                                        [training.sample_prior(ctx, "z", 16, "cpu")], [fake])
+    loss = masked_step(ctx, opts["discriminator"], training.discriminator_loss(
+        [aae.discriminator], [training.sample_prior(ctx, "z", 16, "cpu")], [fake]))
     assert loss.shape == (1,)
     assert changed(disc, aae.discriminator)
     assert not changed(enc, aae.encoder) and not changed(dec, aae.decoder)
 
     enc, disc = snapshot(aae.encoder), snapshot(aae.discriminator)
-    loss = training.generator_phase(ctx, opts["generator"], [aae.discriminator], lambda: [aae.code(x)])
+    loss = masked_step(ctx, opts["generator"], training.generator_loss([aae.discriminator], [aae.code(x)]))
     assert loss.shape == (1,)
     assert changed(enc, aae.encoder)
     assert not changed(disc, aae.discriminator) and not changed(dec, aae.decoder)
@@ -188,8 +190,8 @@ def test_gaussian_prior_moments_and_seed():
 
 
 def test_seed_linear_slices_are_independent():
-    layer = model.SeedLinear(5, 3, seeds=2)
-    model.initialise(layer, [0, 1], init_std=1.0)
+    layer = SeedLinear(5, 3, seeds=2)
+    initialise(layer, [0, 1], init_std=1.0)
     with torch.no_grad():
         layer.bias.copy_(torch.randn(2, 3, generator=training.generator(1)))
     x = torch.randn(2, 4, 5, generator=training.generator(2))  # (S, B, in)
@@ -197,7 +199,7 @@ def test_seed_linear_slices_are_independent():
     assert out.shape == (2, 4, 3)
     for k in range(2):
         torch.testing.assert_close(out[k], torch.nn.functional.linear(x[k], layer.weight[k], layer.bias[k]))
-        single = model.SeedLinear(5, 3, seeds=1)  # seed k alone: the same bits
+        single = SeedLinear(5, 3, seeds=1)  # seed k alone: the same bits
         with torch.no_grad():
             single.weight.copy_(layer.weight[k:k + 1])
             single.bias.copy_(layer.bias[k:k + 1])
@@ -223,15 +225,15 @@ def test_seed_linear_slices_are_independent():
     assert float(layer.weight.grad[1].abs().max()) == 0 and float(layer.bias.grad[1].abs().max()) == 0
 
 
-@pytest.mark.parametrize("variant", sorted(model.VARIANTS))
+@pytest.mark.parametrize("variant", sorted(variants.VARIANTS))
 def test_build_gives_each_seed_exactly_its_weights_alone(variant):
     """Seed k of a model built with init_seeds [a, b] starts bit for bit where build([seeds[k]])
     starts, whatever its position in the pack."""
     kw = dict(init_std=0.1, n_classes=3, head_init_std=2.0)
     seeds = [11, 5]
-    pair = model.build(variant, (1, 4, 4), 2, [8, 8], init_seeds=seeds, **kw).state_dict()
+    pair = variants.build(variant, (1, 4, 4), 2, [8, 8], init_seeds=seeds, **kw).state_dict()
     for k, seed in enumerate(seeds):
-        alone = model.build(variant, (1, 4, 4), 2, [8, 8], init_seeds=[seed], **kw).state_dict()
+        alone = variants.build(variant, (1, 4, 4), 2, [8, 8], init_seeds=[seed], **kw).state_dict()
         assert alone.keys() == pair.keys()
         for name, value in alone.items():
             assert value.shape[0] == 1 and pair[name].shape == (2, *value.shape[1:]), name
@@ -241,14 +243,14 @@ def test_build_gives_each_seed_exactly_its_weights_alone(variant):
         heads = pair["cluster_heads"]
         assert heads.shape == (2, 3, 2) and not torch.equal(heads[0], heads[1])
     with pytest.raises(ValueError, match="at least one seed"):
-        model.build(variant, (1, 4, 4), 2, [8, 8], init_seeds=[], **kw)
+        variants.build(variant, (1, 4, 4), 2, [8, 8], init_seeds=[], **kw)
 
 
 # Bit-for-bit comparisons of a pack with a lone seed use minibatches of 16 on purpose: then a
 # seed's slice of the logits does not start where an elementwise kernel's vectorised chunk
 # (2 x 16 floats with AVX-512) starts, and a stacked sigmoid / BCE-with-logits would give the
 # second seed other last bits (vectorised body) than a lone seed (scalar tail). They pass
-# because those ops run seed by seed on a CPU (`model.seedwise`); without it they drift by
+# because those ops run seed by seed on a CPU (`seeds.seedwise`); without it they drift by
 # ~1e-10 within 2 epochs (measured).
 PACK_BATCH = 16
 
@@ -263,7 +265,7 @@ def train_pack(accelerator, seeds, epochs, x, poison=None):
         if poison is not None:
             with torch.no_grad():
                 poison(epoch, net)
-        per_epoch.append(training.train_epoch(ctx, "unsupervised", training.TrainingData(x),
+        per_epoch.append(training.train_epoch(ctx, UNSUPERVISED, training.TrainingData(x),
                                               batch_size=PACK_BATCH, data_generators=gds, epoch=epoch))
     return net, ctx, per_epoch
 
@@ -326,7 +328,7 @@ def test_diverged_error_only_when_every_seed_diverged(accelerator):
     for epoch in range(2):  # one seed left: training goes on
         with torch.no_grad():
             poison(epoch, net)
-        losses = training.train_epoch(ctx, "unsupervised", training.TrainingData(x), batch_size=16,
+        losses = training.train_epoch(ctx, UNSUPERVISED, training.TrainingData(x), batch_size=16,
                                       data_generators=gds, epoch=epoch)
         assert all(math.isnan(v) for v in losses[0].values())
         assert all(math.isfinite(v) for v in losses[1].values())
@@ -334,7 +336,7 @@ def test_diverged_error_only_when_every_seed_diverged(accelerator):
     with torch.no_grad():
         poison(2, net)
     with pytest.raises(training.DivergedError, match="every seed diverged") as raised:
-        training.train_epoch(ctx, "unsupervised", training.TrainingData(x), batch_size=16,
+        training.train_epoch(ctx, UNSUPERVISED, training.TrainingData(x), batch_size=16,
                              data_generators=gds, epoch=2)
     assert sorted(ctx.diverged) == [0, 1]
     assert "seed index 0: non-finite reconstruction loss at epoch 0" in str(raised.value)
@@ -345,5 +347,5 @@ def test_train_epoch_needs_one_data_generator_per_seed(accelerator):
     net, opts, (gds, gps) = build(7, 8)
     ctx = context(accelerator, net, opts, gps)
     with pytest.raises(ValueError, match="2 seeds need 2 data generators; got 1"):
-        training.train_epoch(ctx, "unsupervised", training.TrainingData(data()), batch_size=16,
+        training.train_epoch(ctx, UNSUPERVISED, training.TrainingData(data()), batch_size=16,
                              data_generators=gds[:1], epoch=0)

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from torch import nn
 
-from aae_core import datasets, model, priors, training
+from aae_core import datasets, model, priors, training, variants
+from aae_core.seeds import masked_step
 from bench import grids, trial
-from bench.config import VARIANT_PRIORS
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +50,15 @@ def trainer(config, data):
     data_gen = training.generator(streams.data)
     ctx = training.StepContext(accelerator, parts.net, parts.opts, parts.priors, parts.settings,
                                [training.generator(streams.prior)],
-                               [training.generator(streams.evaluation + 1)])
+                               [training.generator(streams.noise)])
     done = []
 
     def train(epochs: int) -> dict:
         losses = {}
         for _ in range(epochs):
-            (losses,) = training.train_epoch(ctx, config.variant, parts.data, batch_size=config.batch_size,
-                                             data_generators=[data_gen], epoch=len(done))
+            (losses,) = training.train_epoch(ctx, variants.VARIANTS[config.variant].step, parts.data,
+                                             batch_size=config.batch_size, data_generators=[data_gen],
+                                             epoch=len(done))
             done.append(losses)
         return losses
 
@@ -178,7 +179,7 @@ class Spy(nn.Module):
         return self.inner(v)
 
 
-@pytest.mark.parametrize("prior", VARIANT_PRIORS["label-regularized"])
+@pytest.mark.parametrize("prior", variants.VARIANTS["label-regularized"].priors)
 def test_label_regularized_step_shows_the_label_to_the_discriminator(mnist, prior):
     config = grids.single_trial("label-regularized", "mnist", prior, profile="smoke", labels=500)
     parts, ctx, _ = trainer(config, mnist)
@@ -192,7 +193,7 @@ def test_label_regularized_step_shows_the_label_to_the_discriminator(mnist, prio
     b = len(index)
     assert b == 1000 and int((y >= 0).sum()) == 500
     net.discriminator = Spy(net.discriminator)
-    training.step_autoencoder_aae(ctx, x[None], y[None])  # (S=1, B, ...)
+    training.step_label_regularized_aae(ctx, x[None], y[None])  # (S=1, B, ...)
     # discriminator phase (real then fake), generator phase; the one seed's slice
     shown_d, shown_g = (seen[0] for seen in net.discriminator.seen)
     assert [tuple(seen.shape) for seen in net.discriminator.seen] == [
@@ -219,11 +220,10 @@ def test_label_regularized_step_shows_the_label_to_the_discriminator(mnist, prio
 def test_label_regularized_discriminator_can_read_the_label():
     """Real: (draw of component y, tag y); fake: (draw of another component, tag y). Both have
     the same z marginal, so a discriminator blind to the tag cannot go below log 2 = 0.693.
-    Measured after 600 updates through discriminator_phase: 0.34 (128 units, weights
+    Measured after 600 updates through discriminator_loss: 0.34 (128 units, weights
     N(0, 0.05^2)); with the grid's 1000 units at N(0, 0.01^2) it is still 0.684 at 600."""
-    net = model.build("label-regularized", (1, 28, 28), 2, [128, 128], init_std=0.05, init_seeds=[0])
-    opt = training.make_optimizers("label-regularized", net, training.SGD(0.01, 0.9),
-                                   training.SGD(0.1, 0.1))["discriminator"]
+    net = variants.build("label-regularized", (1, 28, 28), 2, [128, 128], init_std=0.05, init_seeds=[0])
+    opt = training.make_optimizers(net, training.SGD(0.01, 0.9), training.SGD(0.1, 0.1))["discriminator"]
     accelerator = Accelerator(cpu=True)
     prior = priors.GaussianMixture()
     g = training.generator(0)
@@ -236,7 +236,7 @@ def test_label_regularized_discriminator_can_read_the_label():
         tag = model.one_hot_with_unlabelled(y, 10)  # (B, 11)
         real = torch.cat([prior.sample(100, g, labels=y), tag], 1)[None]  # (S=1, B, 13)
         fake = torch.cat([prior.sample(100, g, labels=other), tag], 1)[None]
-        losses.append(float(training.discriminator_phase(ctx, opt, [net.discriminator], [real], [fake])))
+        losses.append(float(masked_step(ctx, opt, training.discriminator_loss([net.discriminator], [real], [fake]))))
     assert np.mean(losses[:20]) > 0.69
     assert np.mean(losses[-20:]) < 0.5
 
@@ -318,7 +318,7 @@ def test_head_penalty_pushes_close_heads_apart():
 
 def test_dim_reduction_representation_is_y_times_heads_plus_z():
     torch.manual_seed(0)
-    net = model.build("dim-reduction", (1, 4, 4), 2, [16], init_std=0.1, init_seeds=[0, 1], n_classes=5)
+    net = variants.build("dim-reduction", (1, 4, 4), 2, [16], init_std=0.1, init_seeds=[0, 1], n_classes=5)
     assert net.decoder.net[0].weight.shape[-1] == 2  # the decoder sees only the n-D representation
     assert net.cluster_heads.shape == (2, 5, 2)  # (seeds, K, n)
     y = torch.softmax(torch.randn(2, 8, 5), -1)  # (S, B, K)
@@ -335,8 +335,8 @@ def test_dim_reduction_representation_is_y_times_heads_plus_z():
 
 
 def test_dim_reduction_heads_train_with_the_reconstruction_phase():
-    net = model.build("dim-reduction", (1, 4, 4), 2, [16], init_std=0.1, n_classes=5)
-    opts = training.make_optimizers("dim-reduction", net, training.SGD(0.01, 0.9), training.SGD(0.1, 0.1))
+    net = variants.build("dim-reduction", (1, 4, 4), 2, [16], init_std=0.1, n_classes=5)
+    opts = training.make_optimizers(net, training.SGD(0.01, 0.9), training.SGD(0.1, 0.1))
     assert any(p is net.cluster_heads for group in opts["reconstruction"].param_groups for p in group["params"])
 
 
@@ -345,6 +345,8 @@ def test_dim_reduction_heads_train_with_the_reconstruction_phase():
 
 class DensityOnly:
     """A prior seen only through log_prob, so kl_divergence takes its Monte Carlo branch."""
+
+    closed_form_kl = False
 
     def __init__(self, prior):
         self.prior = prior
@@ -489,13 +491,13 @@ def test_label_regularized_marks_all_other_examples_unlabelled():
     assert torch.equal(pack.y, torch.cat([td.y, other.y]))  # each seed its own visible labels
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANT_PRIORS))
+@pytest.mark.parametrize("variant", sorted(variants.VARIANTS))
 def test_each_variant_sees_labels_only_where_it_uses_them(variant):
     data = tagged()
     extra = {"clustering": dict(clusters=16), "dim-reduction": dict(clusters=20)}.get(variant, {})
     if variant in ("semi-supervised", "label-regularized"):
         extra = dict(labels=100)
-    config = grids.single_trial(variant, "mnist", VARIANT_PRIORS[variant][0], profile="smoke", **extra)
+    config = grids.single_trial(variant, "mnist", variants.VARIANTS[variant].priors[0], profile="smoke", **extra)
     td, _ = trial.training_data(config, data)
     n = config.train_examples
     assert ids(td.x).max() < n

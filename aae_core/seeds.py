@@ -1,0 +1,167 @@
+"""Seed batching: S >= 1 independent training seeds in one model, each getting exactly the bits
+it gets alone.
+
+Every model holds S copies of its weights, one per training seed, stacked along a leading seed
+dimension: a weight of shape (S, out, in). Every tensor that flows through a model carries that
+dimension first, (S, B, ...), and each seed's slice only ever meets its own weights (batched
+matrix products), so S seeds train as one model at little more than the cost of one. S = 1 is
+the plain, single-seed model. Seed k's weights are drawn from its own generator
+(`init_seeds[k]`) in the same order whatever S is, so seed k of a batched model starts from
+exactly the weights it gets alone. An input without the seed dimension (an evaluation batch, a
+grid of codes) is shared by every seed.
+
+Training: every loss is computed per seed, shape (S,), and the live seeds' losses are summed for
+one backward pass (`masked_step`): the seeds share no weights, so each gets exactly its own
+gradient. SGD's momentum is elementwise, so each seed's optimizer state is its own slice of the
+state. A seed whose loss stops being finite is masked out from that step on: its loss leaves the
+sum and its gradients are zeroed, while the other seeds go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from aae_core import parallel
+
+if TYPE_CHECKING:
+    from aae_core.training import StepContext
+
+
+class _PerSeedGemm(torch.autograd.Function):
+    """(S, B, in) -> (S, B, out) as one plain GEMM per seed, written into (S, ...) buffers.
+
+    On a CPU, MKL's plain GEMM (what nn.Linear calls) runs about 1.3x faster than its batched
+    one at the paper's sizes (tests/benchmarks/test_bench_seeds.py measures the training loop),
+    and a GEMM per seed gives every seed exactly the bits it gets alone."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        out = x.new_empty(x.shape[0], x.shape[1], weight.shape[1])
+        for k in range(weight.shape[0]):
+            torch.addmm(bias[k], x[k], weight[k].t(), out=out[k])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        need_x, need_weight, need_bias = ctx.needs_input_grad
+        grad_x = x.new_empty(x.shape) if need_x else None
+        grad_weight = torch.empty_like(weight) if need_weight else None
+        for k in range(weight.shape[0]):  # seed by seed, while its slices are in cache
+            if need_x:
+                torch.mm(grad[k], weight[k], out=grad_x[k])
+            if need_weight:
+                torch.mm(grad[k].t(), x[k], out=grad_weight[k])
+        return grad_x, grad_weight, grad.sum(1) if need_bias else None
+
+
+def seedwise(fn, *tensors: torch.Tensor) -> torch.Tensor:
+    """fn over (S, ...) tensors, on a CPU one seed's slices at a time.
+
+    Vectorised exp, log and sigmoid round the last bit differently in a tensor's scalar tail
+    than in its vector body, so in one stacked call a slice's bits would depend on where it
+    sits (e.g. 2 x 100 logits: seed 0's last 8 are in the body, alone they are the tail).
+    Seed by seed, every slice gets exactly the bits it gets alone. On a GPU, one call."""
+    if tensors[0].device.type != "cpu" or tensors[0].shape[0] == 1:
+        return fn(*tensors)
+    return torch.stack([fn(*parts) for parts in zip(*(t.unbind(0) for t in tensors), strict=True)])
+
+
+class SeedwiseSigmoid(nn.Module):
+    """A sigmoid, seed by seed on a CPU (see `seedwise`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return seedwise(torch.sigmoid, x)
+
+
+class SeedLinear(nn.Module):
+    """S independent linear layers applied to their own slices: (S, B, in) -> (S, B, out).
+
+    Weight (S, out, in), bias (S, out): nn.Linear's layout with a seed dimension in front.
+    On an accelerator the S products are one batched kernel (`baddbmm`), which is where
+    batching seeds pays; on a CPU they are S plain GEMMs (see `_PerSeedGemm`).
+    """
+
+    def __init__(self, n_in: int, n_out: int, seeds: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(seeds, n_out, n_in))
+        self.bias = nn.Parameter(torch.empty(seeds, n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # (B, in): shared by every seed
+            x = x.expand(self.weight.shape[0], *x.shape)
+        if x.device.type == "cpu" and not torch.is_autocast_enabled("cpu") and x.dtype == self.weight.dtype:
+            return _PerSeedGemm.apply(x, self.weight, self.bias)
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+
+    def extra_repr(self) -> str:
+        seeds, n_out, n_in = self.weight.shape
+        return f"in={n_in}, out={n_out}, seeds={seeds}"
+
+
+def mlp(sizes: list[int], seeds: int, out_activation: nn.Module | None = None) -> nn.Sequential:
+    """Seed-batched linear layers with ReLU between them (Appendix A: hidden ReLU layers).
+    Weights are drawn by `initialise`."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(SeedLinear(n_in, n_out, seeds))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    if out_activation is not None:
+        layers.append(out_activation)
+    return nn.Sequential(*layers)
+
+
+@torch.no_grad()
+def initialise(net: nn.Module, init_seeds: Sequence[int], init_std: float, head_init_std: float = 1.0) -> None:
+    """Seed k's weights from generator `init_seeds[k]`, parameter by parameter in registration
+    order: linear weights ~ N(0, init_std^2), biases 0, Section 7's cluster heads
+    ~ N(0, head_init_std^2).
+
+    # PAPER-GAP: the appendix's initialisation is known to us through third-party readings
+    # only (the init_std config field); the heads' initialisation is not given at all.
+    """
+    for k, seed in enumerate(init_seeds):
+        gen = torch.Generator().manual_seed(int(seed))
+        for name, param in net.named_parameters():
+            if name.endswith("bias"):
+                param[k].zero_()
+            elif name == "cluster_heads":
+                param[k].copy_(torch.randn(param.shape[1:], generator=gen) * head_init_std)
+            else:
+                param[k].copy_(torch.randn(param.shape[1:], generator=gen) * init_std)
+
+
+def per_seed(draw: Callable[[torch.Generator, int], torch.Tensor], generators: list[torch.Generator],
+             device) -> torch.Tensor:
+    """Stack one draw per seed, each from that seed's own generator: (S, ...)."""
+    return torch.stack([draw(gen, k) for k, gen in enumerate(generators)]).to(device)
+
+
+def masked_step(ctx: StepContext, opt: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
+    """One optimizer step on the sum of the live seeds' losses `loss` (S,); returns them, detached.
+
+    A seed whose loss is not finite (on any rank) is marked dead in `ctx.alive` before the
+    backward pass: its loss leaves the sum and its gradients are zeroed, so that nothing
+    non-finite reaches the live seeds or its own optimizer state. The caller computes `loss`
+    (the forward pass) just before: zero_grad touches only the gradients, so it may follow."""
+    accelerator = ctx.accelerator
+    opt.zero_grad(set_to_none=True)
+    loss = loss.float()
+    ctx.alive = ctx.alive & parallel.finite_on_every_rank(accelerator, loss, ctx.world)
+    accelerator.backward(torch.where(ctx.alive, loss, torch.zeros_like(loss)).sum())
+    # On a GPU the mask is applied always (no host sync stalls the queue); on a CPU only once a
+    # seed has died (the check is free there, the masking is not).
+    if ctx.seeds > 1 and (loss.device.type != "cpu" or not bool(ctx.alive.all())):
+        for group in opt.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    dead = ~ctx.alive.view(-1, *[1] * (param.grad.dim() - 1))
+                    param.grad.masked_fill_(dead, 0.0)
+    opt.step()
+    return loss.detach()
