@@ -34,11 +34,19 @@ VERDICT_RULE = (
     "gap = |our mean − paper value| ≤ bound = 2·sqrt(paper_pm² + (our_std/√n)²), else "
     "'not reproduced'. "
     "paper_pm is the paper's ± (0 where the paper gives none); our_std is the sample standard "
-    "deviation (ddof=1) of the per-seed values over the n seeds."
+    "deviation (ddof=1) of the per-seed values over the n seeds. "
+    "The bound uses these two terms only: paper_pm as printed (in Table 1, following the GAN "
+    "paper, a standard error of one model's mean over test points on MNIST and across folds on "
+    "TFD; not a spread over seeds) and our_std/√n (the standard error over seeds of our mean). "
+    "Our own standard errors over test points and across TFD folds are shown in the cells but "
+    "do not enter the bound."
 )
 CELL_NOTE = (
-    "Our cells: mean ± std over seeds (status done only; std with ddof=1) and n seeds; the "
-    "profile; compute = the sum over the cell's trials (every status) of their wall-clock "
+    "Our cells: mean ± std over seeds (status done only; std with ddof=1) and n seeds; in "
+    "Table 1 written 'mean ± std (seed std, n=...)' and followed by 's.e. over test points': each "
+    "seed's standard error of its mean log-likelihood over the test images (std/√N, the stderr "
+    "of its row; for TFD first averaged over its folds), averaged over the seeds, the kind of ± "
+    "the paper prints; the profile; compute = the sum over the cell's trials (every status) of their wall-clock "
     "seconds, in hours, as GPU-h for trials on a CUDA device and CPU-h otherwise (hours of one "
     "trial process, not multiplied by its threads); diverged / error trial counts; the verdict. "
     "'not run': the study has this cell but no rows yet. '—': not part of the study / no number."
@@ -82,8 +90,12 @@ class TableSpec:
     """Protocol-card text: (name, rule) for model selection, cluster labelling, ..."""
     protocol_fields: tuple[str, ...] = ("data_split", "subset_hash", "epochs")
     """Row columns the protocol card lists per cell (their distinct values)."""
-    sigma_metric: str | None = None
-    """Metric holding the chosen Parzen sigma per trial (listed per seed on the card)."""
+    per_seed: tuple[tuple[str, str], ...] = ()
+    """(label, metric): a choice made per trial (the Parzen sigma, the selected epoch), listed
+    per seed on the card."""
+    test_stderr: bool = False
+    """The metric's stderr column is a standard error over test points (Parzen): each cell
+    shows its mean over seeds beside our spread over seeds."""
     note_keywords: tuple[str, ...] = ()
     """A source note bears on this table when its text or enclosing name has one of these."""
 
@@ -95,7 +107,18 @@ class TableSpec:
 _PARZEN_FIELDS = ("data_split", "epochs", "parzen_samples", "parzen_validation", "parzen_test",
                   "parzen_sigmas")
 _LABEL_FIELDS = ("data_split", "subset_hash", "epochs")
-_NOT_YET = "to be stated with its grid (no grid in bench/grids.py yet)"
+# The rules as bench.trial applies them (train / _select_models / evaluate_seed): only the
+# classification evaluation (labels given) selects a model; every other keeps the last epoch's.
+_SELECT_ON_VALIDATION = (
+    "per seed, the model after the epoch with the lowest classification error on the whole "
+    "validation split (measured after every epoch; a tie keeps the earlier epoch); the test "
+    "split is never read for the choice and is scored once, with the chosen model. The chosen "
+    "epoch is the row selected_epoch, its validation error (%) the row "
+    "classification_error_validation (both listed per seed above).")
+_LAST_EPOCH = ("the model after the last epoch (no selection: no epoch is chosen, on any "
+               "split).")
+_SELECTION_ROWS = (("selected epoch", "selected_epoch"),
+                   ("validation error of the selected model", "classification_error_validation"))
 
 TABLES: dict[str, TableSpec] = {
     "table1": TableSpec(
@@ -122,7 +145,8 @@ TABLES: dict[str, TableSpec] = {
              "± of a single trial is std/sqrt(N) over test images."),
         ),
         protocol_fields=_PARZEN_FIELDS,
-        sigma_metric="parzen_sigma",
+        per_seed=(("chosen sigma", "parzen_sigma"),),
+        test_stderr=True,
         note_keywords=("table 1", "table1", "parzen", "sigma", "log-likelihood", "tfd"),
     ),
     "table2": TableSpec(
@@ -142,10 +166,11 @@ TABLES: dict[str, TableSpec] = {
                             {"dataset": "svhn", "labels": 1000})),
         ),
         decimals=2,
-        rules=(("Model selection", _NOT_YET),
+        rules=(("Model selection", _SELECT_ON_VALIDATION),
                ("Labelled subset", "seeded, class-balanced, drawn from the training split; "
                 "its hash is listed per cell below")),
         protocol_fields=_LABEL_FIELDS,
+        per_seed=_SELECTION_ROWS,
         note_keywords=("table 2", "table2", "classification", "semi-supervised", "labelled",
                        "labeled", "svhn"),
     ),
@@ -161,7 +186,7 @@ TABLES: dict[str, TableSpec] = {
                    CellSpec("table3", "clustering_error", {"dataset": "mnist", "clusters": 30})),
         ),
         decimals=2,
-        rules=(("Model selection", _NOT_YET),
+        rules=(("Model selection", _LAST_EPOCH),
                ("Cluster labelling", "Section 5's rule (bench.metrics.clustering_error): each "
                 "cluster takes the label of the validation example with the largest q(y_i|x); "
                 "each test point takes the label of its argmax cluster.")),
@@ -171,17 +196,28 @@ TABLES: dict[str, TableSpec] = {
     "dim_reduction": TableSpec(
         key="dim_reduction",
         title="Dimensionality reduction (Section 7): test error (%, lower is better)",
-        caption="Layout to be refined when its grid exists; the paper's error rates are unknown "
-                "to us.",
+        caption="Rows: methods; columns: the cells of the dim_reduction grid (2-D codes "
+                "W_C y + z): semi-supervised with 100 and 1000 labels (classification error), "
+                "unsupervised with 20 clusters (clustering error). The paper's error rates are "
+                "unknown to us.",
         columns=(
-            Column("mnist", "MNIST",
-                   CellSpec("dim_reduction", "dim_reduction_error", {"dataset": "mnist"})),
+            Column("mnist_100", "MNIST, 100 labels",
+                   CellSpec("dim_reduction", "dim_reduction_error",
+                            {"dataset": "mnist", "labels": 100})),
+            Column("mnist_1000", "MNIST, 1000 labels",
+                   CellSpec("dim_reduction", "dim_reduction_error",
+                            {"dataset": "mnist", "labels": 1000})),
+            Column("clusters_20", "MNIST, 20 clusters",
+                   CellSpec("dim_reduction", "dim_reduction_error",
+                            {"dataset": "mnist", "clusters": 20})),
         ),
         decimals=2,
-        rules=(("Model selection", _NOT_YET),
-               ("Cluster labelling", "as Table 3 (bench.metrics.dim_reduction_error is "
-                "clustering_error); with labels, classification_error.")),
+        rules=(("Model selection", "100 and 1000 labels: as Table 2, " + _SELECT_ON_VALIDATION
+                + " 20 clusters: as Table 3, " + _LAST_EPOCH),
+               ("Cluster labelling", "20 clusters: as Table 3 (bench.metrics.dim_reduction_error "
+                "is clustering_error); with labels, classification_error.")),
         protocol_fields=_LABEL_FIELDS,
+        per_seed=_SELECTION_ROWS,
         note_keywords=("dimensionality", "dim_reduction", "dim-reduction", "dimreduction",
                        "section 7", "head_"),
     ),
@@ -267,6 +303,14 @@ class CellResult:
     folds: tuple[float, float, int] | None = None
     """TFD: (mean, standard error across folds, n folds) of the per-fold means (averaged over
     seeds), as the GAN paper reports it (bench.metrics.parzen_over_folds)."""
+    stderrs: list[float] = field(default_factory=list)
+    """Per seed (as `values`): the mean over its rows (folds) of the metric's stderr column."""
+
+    @property
+    def test_stderr(self) -> float:
+        """The mean over seeds of the per-seed stderr (NaN when no seed has one)."""
+        finite = [s for s in self.stderrs if math.isfinite(s)]
+        return float(np.mean(finite)) if finite else math.nan
 
     @property
     def n(self) -> int:
@@ -304,6 +348,8 @@ def summarize(frame: pd.DataFrame, spec: CellSpec) -> CellResult | None:
     # TFD: a seed's value is the mean over its folds (the GAN paper's protocol; the spread
     # across folds of one seed is metrics.parzen_over_folds, in the protocol card's data).
     values = per_seed.mean()
+    stderrs = (pd.to_numeric(done["stderr"], errors="coerce").groupby(done["seed"].astype(int))
+               .mean().reindex(values.index) if "stderr" in done.columns else None)
     folds = None
     if "fold" in done.columns and done["fold"].notna().any() and done["fold"].nunique() > 1:
         per_fold = pd.to_numeric(done["value"]).groupby(done["fold"].astype(int)).mean()
@@ -313,6 +359,7 @@ def summarize(frame: pd.DataFrame, spec: CellSpec) -> CellResult | None:
         values=[float(v) for v in values],
         failed=failed, compute=compute_hours(at), other_profiles=others, configs=configs,
         trials=at, folds=folds,
+        stderrs=[] if stderrs is None else [float(s) for s in stderrs],
     )
 
 
@@ -362,11 +409,16 @@ def our_cell(spec: TableSpec, column: Column, result: CellResult | None) -> Cell
         return Cell([NOT_RUN], kind="not_run")
     d = spec.decimals
     std = "—" if not math.isfinite(result.std) else _fmt(result.std, d)
-    head = f"{_fmt(result.mean, d)} ± {std} (n={result.n})" if result.n else "no done trial"
-    lines = [head, f"profile {result.profile}", _hours(result.compute)]
+    spread = f"seed std, n={result.n}" if spec.test_stderr else f"n={result.n}"
+    lines = [f"{_fmt(result.mean, d)} ± {std} ({spread})" if result.n else "no done trial"]
     if result.folds is not None:
         mean, stderr, k = result.folds
-        lines.insert(1, f"over {k} folds: {_fmt(mean, d)} ± {_fmt(stderr, d)} (SE across folds)")
+        lines.append(f"over {k} folds: {_fmt(mean, d)} ± {_fmt(stderr, d)} (SE across folds)")
+    if spec.test_stderr and result.n:
+        test = result.test_stderr
+        lines.append(f"s.e. over test points {'—' if not math.isfinite(test) else _fmt(test, d)}"
+                     " (mean over seeds)")
+    lines += [f"profile {result.profile}", _hours(result.compute)]
     if result.failed:
         lines.append(", ".join(f"{k} {s}" for s, k in result.failed.items()))
     number = paper.paper_number(spec.key, spec.method, column.key)
@@ -449,11 +501,11 @@ def protocol_card(view: TableView, notes: list[tags.Note]) -> list[tuple[str, st
             values = _distinct(result.trials, name)
             if values:
                 parts.append(f"{name} {' | '.join(values)}")
-        if spec.sigma_metric:
-            chosen = result.trials[(result.trials["metric"] == spec.sigma_metric)
+        for label, metric in spec.per_seed:
+            chosen = result.trials[(result.trials["metric"] == metric)
                                    & (result.trials["status"] == "done")].sort_values("seed")
             if not chosen.empty:
-                parts.append("chosen sigma per seed: " + ", ".join(
+                parts.append(f"{label} per seed: " + ", ".join(
                     f"seed {int(r.seed)}: {float(r.value):.4g}" for r in chosen.itertuples()))
         if result.other_profiles:
             parts.append("also in results (not shown): " + ", ".join(

@@ -31,8 +31,10 @@ def fake_config(seed: int = 0, profile: str = "paper", **changes) -> TrialConfig
 
 def fake_trial_rows(config: TrialConfig, values: dict[str, float], *, status: str = "done",
                     wall_s: float = 3600.0, device: str = "cpu", gpu: str = "",
-                    extra: dict | None = None) -> list[dict]:
-    """The rows of one fabricated trial: one per metric in `values`."""
+                    extra: dict | None = None, stderrs: dict[str, float] | None = None
+                    ) -> list[dict]:
+    """The rows of one fabricated trial: one per metric in `values` (stderr 1.0 unless
+    `stderrs` names the metric)."""
     context = {
         "trial_id": config.trial_id, "grid": config.grid, "profile": config.profile,
         "seed": config.seed, "status": status, "error": "" if status == "done" else "fixture",
@@ -43,20 +45,24 @@ def fake_trial_rows(config: TrialConfig, values: dict[str, float], *, status: st
         "finished_at": "2025-01-01T01:00:00+00:00", "command": "aae-bench run table1 (fixture)",
         **config.as_dict(), **FAKE_PROVENANCE, "gpu": gpu, **(extra or {}),
     }
-    return [{**context, "metric": m, "value": v, "stderr": 1.0, "n": 10000}
+    return [{**context, "metric": m, "value": v, "stderr": (stderrs or {}).get(m, 1.0), "n": 10000}
             for m, v in values.items()]
 
 
 def table1_rows(lls: list[float], *, profile: str = "paper", sigma: float = 0.2,
-                diverged_seeds: tuple[int, ...] = (), **changes) -> list[dict]:
-    """Done Table 1 trials with parzen_ll = lls[i] for seed i, plus diverged trials."""
+                diverged_seeds: tuple[int, ...] = (), test_stderrs: list[float] | None = None,
+                **changes) -> list[dict]:
+    """Done Table 1 trials with parzen_ll = lls[i] for seed i (its standard error over test
+    points test_stderrs[i], else 1.0), plus diverged trials."""
     rows: list[dict] = []
     for seed, ll in enumerate(lls):
         config = fake_config(seed, profile, **changes)
+        stderr = {"parzen_ll": test_stderrs[seed]} if test_stderrs else None
         rows += fake_trial_rows(config, {"parzen_ll": ll, "parzen_sigma": sigma,
                                          "parzen_validation_ll": ll + 1.0,
                                          "loss_reconstruction": 20.0 + seed,
-                                         "loss_discriminator": 1.3, "loss_generator": 0.7})
+                                         "loss_discriminator": 1.3, "loss_generator": 0.7},
+                                stderrs=stderr)
     for seed in diverged_seeds:
         config = fake_config(seed, profile, **changes)
         rows += fake_trial_rows(config, {"parzen_ll": float("nan")}, status="diverged")

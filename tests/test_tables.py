@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from report_fixtures import fake_config, fake_trial_rows, table1_rows, write_results
 
-from bench import render, tables, tags
+from bench import paper, render, tables, tags
+from bench.grids import grid_configs
 from bench.report import markdown_for_grid, write_report
 from bench.results import to_frame
 
@@ -176,7 +177,7 @@ def test_markdown_rows_columns_and_cells(report):
     assert body["AAE (paper)"] == ["340 ± 2†", "2252 ± 16†", "427†", "2522†"]
     assert body["GAN (paper)"][3] == tables.NO_CELL
     ours = body["AAE (ours)"]
-    assert ours[0].startswith("340.3 ± 1.5 (n=3)")
+    assert ours[0].startswith("340.3 ± 1.5 (seed std, n=3) · s.e. over test points 1.0")
     assert "profile paper" in ours[0] and "1 diverged" in ours[0] and "reproduced" in ours[0]
     assert ours[1:] == ["not run"] * 3
     t2 = {row[0]: row[1:] for row in _md_table((out / "table2.md").read_text())[1:]}
@@ -185,8 +186,10 @@ def test_markdown_rows_columns_and_cells(report):
     t3 = {row[0]: row[1:] for row in _md_table((out / "table3.md").read_text())[1:]}
     assert t3["CatGAN (paper)"] == ["—", "9.70†", "—"]
     assert t3["AAE (ours)"] == ["not run", "—", "not run"]
-    dr = {row[0]: row[1:] for row in _md_table((out / "dim_reduction.md").read_text())[1:]}
-    assert dr["AAE (paper)"] == ["unknown to us†"] and dr["AAE (ours)"] == ["not run"]
+    dr = _md_table((out / "dim_reduction.md").read_text())
+    assert dr[0] == ["Method", "MNIST, 100 labels", "MNIST, 1000 labels", "MNIST, 20 clusters"]
+    dr = {row[0]: row[1:] for row in dr[1:]}
+    assert dr["AAE (paper)"] == ["unknown to us†"] * 3 and dr["AAE (ours)"] == ["not run"] * 3
 
 
 def test_every_file_has_a_header_and_the_rule(report):
@@ -211,7 +214,7 @@ def test_latex_and_html_tables(report):
     out, _ = report
     latex = (out / "table1.tex").read_text()
     assert r"\begin{tabular}{lcccc}" in latex
-    assert "AAE (ours) & \\shortstack{340.3 $\\pm$ 1.5 (n=3)" in latex
+    assert "AAE (ours) & \\shortstack{340.3 $\\pm$ 1.5 (seed std, n=3)" in latex
     assert latex.count("not run") >= 3
     parser = _Tables()
     parser.feed((out / "index.html").read_text())
@@ -242,7 +245,7 @@ def test_subset_hash_on_card():
 def test_markdown_for_grid(tmp_path):
     results = write_results(tmp_path, table1_rows([340.0, 341.0]))
     text = markdown_for_grid(results, "table1")
-    assert "| AAE (ours) | 340.5 ± 0.7 (n=2)" in text and "inconclusive" in text
+    assert "| AAE (ours) | 340.5 ± 0.7 (seed std, n=2)" in text and "inconclusive" in text
     assert "Protocol card" not in text
     assert render.render_markdown("table1", to_frame(table1_rows([340.0]))).startswith(
         "## Table 1")
@@ -296,3 +299,113 @@ def test_tfd_cell_is_the_mean_over_folds_with_the_standard_error_across_folds():
     assert stderr == pytest.approx(metrics.parzen_over_folds([2001.0 + 10 * f for f in range(5)])[1])
     view = tables.build_view(tables.TABLES["table1"], frame)
     assert "SE across folds" in render.view_markdown(view)
+
+
+# -- issue 14, part 4: reports that say what is true ----------------------------------------
+
+
+def _grid_rows(grid: str, values: dict[str, float], seeds: int = 3) -> list[dict]:
+    """Fabricated done rows for every config of a grid at the paper profile."""
+    return [row for config in grid_configs(grid, "paper", seeds)
+            for row in fake_trial_rows(config, values)]
+
+
+@pytest.mark.parametrize("key", list(tables.TABLES))
+def test_each_column_reads_exactly_one_cell_of_its_grid(key):
+    # Every column's filters pick one configuration of its grid (seeds and TFD folds aside):
+    # nothing pooled, e.g. classification error with clustering error.
+    spec = tables.TABLES[key]
+    metrics = {c.ours.metric: 1.0 for c in spec.columns if c.ours}
+    frame = to_frame([r for grid in spec.grids for r in _grid_rows(grid, metrics)])
+    for column in spec.columns:
+        if column.ours is None:
+            continue
+        result = tables.summarize(frame, column.ours)
+        assert result is not None and result.configs == 1, (key, column.key)
+        assert result.seeds == [0, 1, 2]
+
+
+def test_dim_reduction_has_one_column_per_cell():
+    rows = []
+    for config in grid_configs("dim_reduction", "paper", 3):
+        error = 2.0 if config.labels == 100 else 3.0 if config.labels == 1000 else 10.0
+        rows += fake_trial_rows(config, {"dim_reduction_error": error + config.seed})
+    view = tables.build_view(tables.TABLES["dim_reduction"], to_frame(rows))
+    assert view.header == ["Method", "MNIST, 100 labels", "MNIST, 1000 labels",
+                           "MNIST, 20 clusters"]
+    ours = dict(view.rows)["AAE (ours)"]
+    assert [c.lines[0] for c in ours] == ["3.00 ± 1.00 (n=3)", "4.00 ± 1.00 (n=3)",
+                                          "11.00 ± 1.00 (n=3)"]
+    assert all("no paper number" in c.lines[-1] for c in ours)
+    paper_row = dict(view.rows)["AAE (paper)"]
+    assert [c.lines for c in paper_row] == [["unknown to us" + paper.UNCHECKED_MARK]] * 3
+
+
+def _rule(key: str, name: str = "Model selection") -> str:
+    view = tables.build_view(tables.TABLES[key], to_frame([]))
+    return dict(tables.protocol_card(view, []))[name]
+
+
+def test_model_selection_rules_are_the_codes():
+    # The card says what bench.trial does: only the classification evaluation selects a model
+    # (on the validation split); clustering keeps the model after the last epoch.
+    from bench.evaluate import evaluation_kind
+
+    for key in ("table1", "table2", "table3", "dim_reduction"):
+        assert "to be stated" not in _rule(key)
+    assert {evaluation_kind(c) for c in grid_configs("table2", "paper", 1)} == {"classification"}
+    assert {evaluation_kind(c) for c in grid_configs("table3", "paper", 1)} == {"clustering"}
+    for rule in (_rule("table2"), _rule("dim_reduction")):
+        assert "lowest classification error on the whole validation split" in rule
+        assert "test split is never read for the choice" in rule
+        assert "selected_epoch" in rule and "classification_error_validation" in rule
+    assert "the model after the last epoch (no selection" in _rule("table3")
+    dim = _rule("dim_reduction")
+    assert dim.index("100 and 1000 labels") < dim.index("validation split") \
+        < dim.index("20 clusters") < dim.index("last epoch")
+    assert {(c.labels, evaluation_kind(c)) for c in grid_configs("dim_reduction", "paper", 1)} \
+        == {(100, "classification"), (1000, "classification"), (None, "clustering")}
+    assert "validation example with the largest q(y_i|x)" in _rule("table3", "Cluster labelling")
+
+
+def test_selected_epochs_are_listed_per_seed():
+    rows = []
+    for config in grid_configs("table2", "paper", 3):
+        if config.labels == 100:
+            rows += fake_trial_rows(config, {"classification_error": 2.0, "selected_epoch":
+                                             100.0 + config.seed,
+                                             "classification_error_validation": 1.5})
+    view = tables.build_view(tables.TABLES["table2"], to_frame(rows))
+    card = dict(tables.protocol_card(view, []))["MNIST, 100 labels"]
+    assert "selected epoch per seed: seed 0: 100, seed 1: 101, seed 2: 102" in card
+    assert "validation error of the selected model per seed: seed 0: 1.5" in card
+
+
+def test_table1_cells_show_seed_spread_and_test_point_standard_error():
+    rows = table1_rows([339.0, 340.0, 342.0], test_stderrs=[1.5, 2.0, 2.5])
+    view = tables.build_view(tables.TABLES["table1"], to_frame(rows))
+    cell = dict(view.rows)["AAE (ours)"][0]
+    assert cell.lines[:2] == ["340.3 ± 1.5 (seed std, n=3)",
+                              "s.e. over test points 2.0 (mean over seeds)"]
+    assert view.results["mnist_10k"].stderrs == [1.5, 2.0, 2.5]
+    # The bound uses the seed spread, not the test-point standard error: a larger one changes
+    # nothing.
+    wide = tables.build_view(tables.TABLES["table1"], to_frame(
+        table1_rows([339.0, 340.0, 342.0], test_stderrs=[50.0] * 3)))
+    assert dict(wide.rows)["AAE (ours)"][0].lines[-1] == cell.lines[-1]
+    for text in (render.view_markdown(view), render.view_latex(view), render.view_html(view)):
+        assert "s.e. over test points 2.0" in text
+    assert "(seed std, n=3)" in render.view_latex(view)
+    # Tables whose metric has no test-point standard error keep their cells as they were.
+    t2 = tables.build_view(tables.TABLES["table2"], to_frame(_grid_rows(
+        "table2", {"classification_error": 2.0})))
+    assert dict(t2.rows)["AAE (ours)"][0].lines[:2] == ["2.00 ± 0.00 (n=3)", "profile paper"]
+
+
+def test_verdict_rule_says_which_spread_the_bound_uses():
+    rule = tables.VERDICT_RULE
+    assert "bound = 2·sqrt(paper_pm² + (our_std/√n)²)" in rule
+    assert "The bound uses these two terms only" in rule
+    assert "standard error of one model's mean over test points" in rule
+    assert "do not enter the bound" in rule
+    assert "s.e. over test points" in tables.CELL_NOTE
