@@ -30,7 +30,9 @@ EXPECTED = {
     ("table3", "AAE", "clusters_16"): "9.55 ± 2.05",
     ("table3", "AAE", "clusters_30"): "4.10 ± 1.13",
     ("table3", "CatGAN", "clusters_20"): "9.70",
-    ("dim_reduction", "AAE", "mnist"): "",
+    ("dim_reduction", "AAE", "mnist_100"): "",
+    ("dim_reduction", "AAE", "mnist_1000"): "",
+    ("dim_reduction", "AAE", "clusters_20"): "",
 }
 
 
@@ -75,8 +77,9 @@ def test_sources():
 
 def test_table2_has_only_the_aae_row_and_dim_reduction_is_unknown():
     assert paper.paper_rows("table2") == ["AAE"]
-    unknown = paper.paper_number("dim_reduction", "AAE", "mnist")
-    assert unknown.value is None and "unknown to us" in unknown.source
+    for column in ("mnist_100", "mnist_1000", "clusters_20"):
+        unknown = paper.paper_number("dim_reduction", "AAE", column)
+        assert unknown.value is None and "unknown to us" in unknown.source
     assert paper.paper_number("table1", "GAN", "tfd_10m") is None  # not given: stays empty
     assert paper.paper_rows("table1") == ["DBN", "Stacked CAE", "Deep GSN", "GAN", "GMMN+AE",
                                           "AAE"]
