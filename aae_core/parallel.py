@@ -43,7 +43,12 @@ def rank_seed(*entropy: int) -> int:
 
 
 def prepare(accelerator, net: nn.Module, opts: dict) -> None:
-    """Prepare each sub-network and optimizer on its own (a prepared parent would bypass DDP)."""
+    """Prepare each sub-network and optimizer on its own (a prepared parent would bypass DDP).
+
+    The whole model goes to the accelerator's device first: preparing the children moves only
+    them, and a parameter or buffer of the parent itself (Section 7's cluster heads) would stay
+    on the CPU."""
+    net.to(accelerator.device)
     for name, child in list(net.named_children()):
         setattr(net, name, accelerator.prepare(child))
     for name in list(opts):

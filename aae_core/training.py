@@ -19,6 +19,8 @@ function of the epoch alone). Data parallel training: see `aae_core.parallel`.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -109,6 +111,18 @@ def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def device_generators(streams: list[torch.Generator], device) -> list[torch.Generator]:
+    """One generator on `device` per seed, seeded by one draw from that seed's CPU stream.
+
+    # DEVIATION: runs on an accelerator draw their prior samples, noise and labelled picks
+    # from these (reseeded from the CPU streams every epoch, so a checkpoint's CPU states
+    # still resume them exactly, and each seed keeps its own stream: a pack equals its seeds
+    # alone on that device). GPU and CPU runs of one seed therefore differ in their draws, as
+    # they differ in their kernels anyway; CPU runs draw exactly as before."""
+    return [torch.Generator(device=device).manual_seed(int(torch.randint(0, 2 ** 62, (), generator=g)))
+            for g in streams]
+
+
 @dataclass(frozen=True)
 class PhaseSettings:
     """How the phases run; each is a config field of the trial."""
@@ -120,6 +134,37 @@ class PhaseSettings:
     """Section 7: pairs of cluster heads closer than this are pushed apart."""
     head_penalty: float = 0.0
     """Section 7: weight of that push in the reconstruction phase."""
+
+
+UINT8_ABOVE_BYTES = 1 << 30
+"""Training pixels whose float32 copy is larger than this are kept on the device as uint8."""
+
+
+def as_uint8_pixels(x: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
+    """float32 pixels (each exactly k / 255) as uint8 k; raises ValueError where one is not.
+    Checked chunk by chunk on the CPU (float32 division is correctly rounded on every device)."""
+    out = torch.empty(x.shape, dtype=torch.uint8)
+    for start in range(0, x.shape[0], chunk):
+        part = x[start:start + chunk].cpu()
+        k = torch.round(part * 255).clamp_(0, 255).to(torch.uint8)
+        if not torch.equal(pixels(k), part):
+            raise ValueError("pixels are not all k / 255: cannot keep them as uint8 exactly")
+        out[start:start + chunk] = k
+    return out
+
+
+def pixels(x: torch.Tensor) -> torch.Tensor:
+    """float32 pixels of a minibatch: uint8 k -> k / 255, the way `aae_core.datasets` divides
+    (a true division by a tensor: CUDA turns a division by a Python scalar into a multiplication
+    by its reciprocal, which rounds differently); float32 as it is."""
+    if x.dtype != torch.uint8:
+        return x
+    return x.float() / _255(x.device)
+
+
+@functools.lru_cache(maxsize=8)
+def _255(device: torch.device) -> torch.Tensor:
+    return torch.full((1,), 255.0, device=device)
 
 
 @dataclass
@@ -134,11 +179,29 @@ class TrainingData:
     labelled_index: torch.Tensor | None = None
     labelled_y: torch.Tensor | None = None
 
+    _resident: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         for name in ("y", "labelled_index", "labelled_y"):
             value = getattr(self, name)
             if value is not None and value.dim() != 2:
                 raise ValueError(f"TrainingData.{name} must be (seeds, n); got shape {tuple(value.shape)}")
+
+    def on(self, device, uint8_above_bytes: int = UINT8_ABOVE_BYTES) -> TrainingData:
+        """This data on `device`, moved there once and kept (the device loop gathers its
+        minibatches there). Pixels whose float32 copy exceeds `uint8_above_bytes` are kept as
+        uint8 (SVHN with its extra set: 7.4 GB as float32, 1.9 GB as uint8) and turned back
+        into float32 per minibatch (`pixels`), bit for bit: only where every pixel is exactly
+        some k / 255 (checked here), as `aae_core.datasets` makes them. Smaller sets (MNIST)
+        stay float32."""
+        key = (torch.device(device), uint8_above_bytes)
+        if key not in self._resident:
+            x = self.x
+            if x.dtype == torch.float32 and x.numel() * 4 > uint8_above_bytes:
+                x = as_uint8_pixels(x)
+            moved = [None if t is None else t.to(device) for t in (self.y, self.labelled_index, self.labelled_y)]
+            self._resident[key] = TrainingData(x.to(device), *moved)
+        return self._resident[key]
 
 
 # -- the losses (one per seed, shape (S,)) ---------------------------------------------------
@@ -170,10 +233,15 @@ def discriminator_loss(discriminators, reals, fakes) -> torch.Tensor:
     total = 0.0
     for disc, real, fake in zip(discriminators, reals, fakes, strict=True):
         logits = disc(torch.cat([real, fake.to(real.dtype)], 1)).float()  # (S, 2B)
-        b = real.shape[1]
-        targets = torch.cat([torch.ones(b), torch.zeros(fake.shape[1])]).to(logits.device)
+        targets = real_fake_targets(real.shape[1], fake.shape[1], logits.device)
         total = total + bce(logits, targets.expand_as(logits))
     return total
+
+
+@functools.lru_cache(maxsize=32)
+def real_fake_targets(n_real: int, n_fake: int, device: torch.device) -> torch.Tensor:
+    """[1] * n_real + [0] * n_fake on `device`, built once per size (read only)."""
+    return torch.cat([torch.ones(n_real, device=device), torch.zeros(n_fake, device=device)])
 
 
 def generator_loss(discriminators, fakes) -> torch.Tensor:
@@ -198,11 +266,19 @@ def head_penalty(heads: torch.Tensor, threshold: float) -> torch.Tensor:
     # PAPER-GAP: the exact form is not known to us; a hinge, sum_{i<j} max(0, threshold - d_ij).
     """
     distances = torch.cdist(heads, heads)  # (S, K, K)
-    upper = torch.triu(torch.ones(distances.shape[-2:], dtype=torch.bool, device=heads.device), diagonal=1)
+    rows, cols = upper_pairs(heads.shape[1], heads.device)
     # Two heads that coincide exactly get no push (the cost is symmetric in them, so its
     # gradient vanishes there); the heads start from a continuous random init, where that has
     # probability zero.
-    return F.relu(threshold - distances[:, upper]).sum(-1)
+    return F.relu(threshold - distances[:, rows, cols]).sum(-1)
+
+
+@functools.lru_cache(maxsize=32)
+def upper_pairs(k: int, device: torch.device) -> torch.Tensor:
+    """(2, k(k-1)/2): the pairs i < j in row-major order, the order a boolean upper-triangle
+    mask selects them in (so the sum's bits are the mask's), built once on `device`: indexing
+    with a mask would wait on the host for its size at every step."""
+    return torch.triu_indices(k, k, 1, device=device)
 
 
 def kl_divergence(mean, logvar, z, prior) -> torch.Tensor:
@@ -274,6 +350,16 @@ class StepContext:
     world: int = 1
     diverged: dict[int, str] = field(default_factory=dict)
     """seed index -> why it was masked out (the first non-finite loss)."""
+    device_loop: bool | None = None
+    """Run the hot loop the accelerator's way: the data set, each epoch's order, the draws
+    (`device_generators`) and the loss records stay on the device, and the host waits once
+    per epoch. None: wherever the device is not the CPU. True on a CPU runs that path's logic
+    there (tests); False (the CPU's way) keeps every bit of the runs made before it existed."""
+    prior_draws: list[torch.Generator] | None = None
+    """The generators the steps draw prior samples from: the CPU streams themselves, or on
+    the device loop one device generator per seed, reseeded each epoch (`reseed_draws`)."""
+    noise_draws: list[torch.Generator] | None = None
+    """Likewise for the input noise."""
 
     def __post_init__(self) -> None:
         if len(self.prior_generators) != len(self.noise_generators):
@@ -281,6 +367,18 @@ class StepContext:
         if self.alive is None:  # a resumed run's dead seeds stay dead
             self.alive = torch.tensor([k not in self.diverged for k in range(self.seeds)],
                                       device=self.accelerator.device)
+        if self.device_loop is None:
+            self.device_loop = torch.device(self.accelerator.device).type != "cpu"
+        if not self.device_loop:
+            self.prior_draws, self.noise_draws = self.prior_generators, self.noise_generators
+
+    def reseed_draws(self) -> None:
+        """Device loop: fresh device generators from the CPU streams, at the start of an epoch
+        (a checkpoint holds the CPU streams' states at an epoch's end, so resuming is exact)."""
+        if self.device_loop:
+            device = self.accelerator.device
+            self.prior_draws = device_generators(self.prior_generators, device)
+            self.noise_draws = device_generators(self.noise_generators, device)
 
     @property
     def seeds(self) -> int:
@@ -291,7 +389,8 @@ def noisy(ctx: StepContext, x: torch.Tensor) -> torch.Tensor:
     """x plus Section 5's Gaussian input noise, each seed's from its own noise stream."""
     if not ctx.settings.input_noise_std:
         return x
-    noise = per_seed(lambda gen, k: torch.randn(x.shape[1:], generator=gen), ctx.noise_generators, x.device)
+    noise = per_seed(lambda gen, k: torch.randn(x.shape[1:], generator=gen, device=gen.device), ctx.noise_draws,
+                     x.device)
     return x + ctx.settings.input_noise_std * noise
 
 
@@ -300,9 +399,24 @@ def sample_prior(ctx: StepContext, name: str, n: int, device, labels: torch.Tens
     `labels` (S, n): each seed's labels, for label-conditioned priors."""
     prior = ctx.priors[name]
     if labels is None:
-        return per_seed(lambda gen, k: prior.sample(n, gen), ctx.prior_generators, device)
+        return per_seed(lambda gen, k: on_generator_device(gen, prior.sample, n, gen), ctx.prior_draws, device)
+    # The priors take a label-conditioned draw's labels on the CPU: those draws stay on the
+    # CPU streams, on the device loop too (one host sync a step, Section 3's variant only).
     labels = labels.cpu()
     return per_seed(lambda gen, k: prior.sample(n, gen, labels=labels[k]), ctx.prior_generators, device)
+
+
+def on_generator_device(gen: torch.Generator, fn, *args):
+    """fn(*args) with new tensors made on the device of `gen` (the priors draw on the
+    default device)."""
+    with made_on(gen.device):
+        return fn(*args)
+
+
+def made_on(device) -> contextlib.AbstractContextManager:
+    """New tensors are made on `device` inside (nothing changes for the CPU)."""
+    device = torch.device(device)
+    return contextlib.nullcontext() if device.type == "cpu" else device
 
 
 def step_autoencoder_aae(ctx: StepContext, x, y) -> dict[str, torch.Tensor]:
@@ -397,12 +511,13 @@ def step_vae(ctx: StepContext, x, y) -> dict[str, torch.Tensor]:
     net, prior = ctx.net, ctx.priors["z"]
     with ctx.accelerator.autocast():
         mean, logvar = net.posterior(x)  # (S, B, z_dim) each
-        eps = per_seed(lambda gen, k: torch.randn(mean.shape[1:], generator=gen), ctx.prior_generators,
-                       mean.device)
+        eps = per_seed(lambda gen, k: torch.randn(mean.shape[1:], generator=gen, device=gen.device),
+                       ctx.prior_draws, mean.device)
         z = mean + seedwise(lambda lv: (0.5 * lv).exp(), logvar) * eps
         recon = reconstruction_loss(net.decoder(z).float(), x, ctx.settings.reduction)
-        kl = seedwise(lambda m, lv, zz: kl_divergence(m, lv, zz, prior), mean.float(), logvar.float(),
-                      z.float())  # (S, B)
+        with made_on(mean.device):  # the mixture's log density builds its centres there, not on the CPU
+            kl = seedwise(lambda m, lv, zz: kl_divergence(m, lv, zz, prior), mean.float(), logvar.float(),
+                          z.float())  # (S, B)
         loss = recon + kl.mean(-1)
     return {"reconstruction": masked_step(ctx, ctx.opts["reconstruction"], loss)}
 
@@ -414,15 +529,24 @@ Batch = tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tenso
 
 
 def minibatches(data: TrainingData, batch_size: int, data_generators: list[torch.Generator],
-                labelled_generators: list[torch.Generator], shard: Shard, device) -> Iterator[Batch]:
+                labelled_generators: list[torch.Generator], shard: Shard, device, *,
+                device_loop: bool = False) -> Iterator[Batch]:
     """One epoch's steps, (x, y, labelled) for every seed: x (S, B, ...); y (S, B), or None
     when the variant sees no labels; labelled (x_l, y_l) of shapes (S, B, ...), (S, B), a
     minibatch of each seed's labelled examples drawn with replacement, or None.
 
     Each seed goes through `data.x` in its own random order (a permutation from its data
-    generator); this rank takes its stride of every minibatch (`Shard`)."""
+    generator); this rank takes its stride of every minibatch (`Shard`).
+
+    `device_loop`: the data set stays on the device (`TrainingData.on`), the epoch's order
+    (the same permutations) is moved there once, every minibatch is gathered there, and the
+    labelled picks come from device generators seeded from `labelled_generators`."""
     n = data.x.shape[0]
     orders = torch.stack([torch.randperm(n, generator=gen) for gen in data_generators])  # (S, n)
+    if device_loop:
+        yield from _minibatches_on_device(data.on(device), batch_size, orders.to(device),
+                                          device_generators(labelled_generators, device), shard)
+        return
     for start in range(0, n, batch_size):
         index = orders[:, start:start + batch_size]  # (S, B)
         if shard.world > 1:
@@ -443,6 +567,27 @@ def minibatches(data: TrainingData, batch_size: int, data_generators: list[torch
         yield x, y, labelled
 
 
+def _minibatches_on_device(data: TrainingData, batch_size: int, orders: torch.Tensor,
+                           labelled_generators: list[torch.Generator], shard: Shard) -> Iterator[Batch]:
+    """`minibatches` of the device loop: `data` and `orders` (S, n) are on the device."""
+    for start in range(0, orders.shape[1], batch_size):
+        index = orders[:, start:start + batch_size]  # (S, B)
+        if shard.world > 1:
+            if index.shape[1] < shard.world:
+                return  # DEVIATION: as in `minibatches`
+            index = index[:, shard.rank::shard.world]
+        x = pixels(data.x[index])
+        y = data.y.gather(1, index) if data.y is not None else None
+        labelled = None
+        if data.labelled_index is not None:
+            size, b = data.labelled_index.shape[1], index.shape[1]
+            pick = per_seed(lambda gen, k, size=size, b=b: torch.randint(0, size, (b,), generator=gen,
+                                                                         device=gen.device),
+                            labelled_generators, orders.device)  # (S, B)
+            labelled = (pixels(data.x[data.labelled_index.gather(1, pick)]), data.labelled_y.gather(1, pick))
+        yield x, y, labelled
+
+
 def record_divergence(ctx: StepContext, names: list[str], losses: torch.Tensor, alive: torch.Tensor,
                       where: str) -> None:
     """Note why each newly masked seed was masked (its first non-finite phase, `where`) in
@@ -451,6 +596,10 @@ def record_divergence(ctx: StepContext, names: list[str], losses: torch.Tensor, 
         if not alive[k] and k not in ctx.diverged:
             bad = next((nm for nm, v in zip(names, losses[:, k], strict=True) if not math.isfinite(v)), names[0])
             ctx.diverged[k] = f"non-finite {bad} loss at {where}"
+    raise_when_none_left(ctx)
+
+
+def raise_when_none_left(ctx: StepContext) -> None:
     if len(ctx.diverged) == ctx.seeds:
         raise DivergedError(ctx.diverged[0] if ctx.seeds == 1 else
                             "every seed diverged: " + "; ".join(f"seed index {k}: {why}"
@@ -469,13 +618,19 @@ def train_epoch(ctx: StepContext, step: Callable, data: TrainingData, *, batch_s
     and the losses are averaged over the ranks at every step.
 
     A seed whose loss is not finite is recorded in `ctx.diverged` (epoch, step and phase) and
-    masked out; raises DivergedError when no seed is left.
+    masked out; raises DivergedError when no seed is left. The device loop (`ctx.device_loop`,
+    see `_train_epoch_on_device`) records the same, at the epoch's end.
     """
     seeds = ctx.seeds
     if len(data_generators) != seeds:
         raise ValueError(f"{seeds} seeds need {seeds} data generators; got {len(data_generators)}")
     if shard.world > 1 and data.labelled_index is not None and labelled_generators is None:
         raise ValueError("data parallel training with labelled minibatches needs labelled_generators")
+    if ctx.device_loop:
+        ctx.reseed_draws()
+        batches = minibatches(data, batch_size, data_generators, labelled_generators or data_generators, shard,
+                              ctx.accelerator.device, device_loop=True)
+        return _train_epoch_on_device(ctx, step, batches, epoch)
     batches = minibatches(data, batch_size, data_generators, labelled_generators or data_generators, shard,
                           ctx.accelerator.device)
     sums: dict[str, torch.Tensor] = {}
@@ -492,6 +647,45 @@ def train_epoch(ctx: StepContext, step: Callable, data: TrainingData, *, batch_s
         record_divergence(ctx, names, stacked, alive, f"epoch {epoch}, step {i}")
     return [{f"loss_{name}": (float(total[k] / counts[k]) if k not in ctx.diverged and counts[k] else math.nan)
              for name, total in sums.items()} for k in range(seeds)]
+
+
+def _train_epoch_on_device(ctx: StepContext, step: Callable, batches: Iterator[Batch],
+                           epoch: int) -> list[dict[str, float]]:
+    """`train_epoch`'s loop with its records on the device: the loss sums, the counts, and per
+    seed the step and phase of its first non-finite loss (`torch.where`, no host sync), read
+    back in one copy at the epoch's end; the divergence messages are `record_divergence`'s.
+    A pack whose seeds all died trains on, masked, to the epoch's end before it raises."""
+    seeds, device = ctx.seeds, ctx.accelerator.device
+    names: list[str] = []
+    sums: torch.Tensor | None = None  # (phases, S) float64
+    counts = torch.zeros(seeds, dtype=torch.float64, device=device)
+    # The step of each seed's first non-finite loss: -1 none yet, -2 masked out before this epoch.
+    first_bad = torch.tensor([-2 if k in ctx.diverged else -1 for k in range(seeds)], device=device)
+    bad_phase = torch.zeros(seeds, dtype=torch.long, device=device)
+    for i, (x, y, labelled) in enumerate(batches):
+        losses = step(ctx, x, y) if labelled is None else step(ctx, x, y, labelled)
+        names = list(losses)
+        stacked = torch.stack([losses[k].float() for k in names])  # (phases, S)
+        stacked = parallel.mean_over_ranks(ctx.accelerator, stacked, ctx.world).double()
+        alive = ctx.alive
+        if sums is None:
+            sums = torch.zeros(stacked.shape, dtype=torch.float64, device=device)
+        sums = sums + torch.where(alive, stacked, 0.0)
+        counts = counts + alive.double()
+        newly = ~alive & (first_bad == -1)
+        first_bad = torch.where(newly, i, first_bad)
+        # the first phase whose loss is not finite (argmax of a bool gives the first True; 0 if none)
+        bad_phase = torch.where(newly, (~torch.isfinite(stacked)).long().argmax(0), bad_phase)
+    if sums is None:
+        return [{} for _ in range(seeds)]
+    host = torch.cat([sums, counts[None], first_bad[None].double(), bad_phase[None].double()]).cpu()
+    sums, counts, first_bad, bad_phase = host[:-3], host[-3], host[-2].long(), host[-1].long()
+    for k in range(seeds):
+        if first_bad[k] >= 0:
+            ctx.diverged[k] = f"non-finite {names[bad_phase[k]]} loss at epoch {epoch}, step {int(first_bad[k])}"
+    raise_when_none_left(ctx)
+    return [{f"loss_{name}": (float(total[k] / counts[k]) if k not in ctx.diverged and counts[k] else math.nan)
+             for name, total in zip(names, sums, strict=True)} for k in range(seeds)]
 
 
 # -- using a trained model --------------------------------------------------------------
