@@ -2,6 +2,8 @@
 
 Every user error (bad value, missing data, unknown name) ends in one line on stderr and a
 non-zero exit, never a traceback, and nothing is written to results before the input is valid.
+Only the suite's own error types are caught: any other exception is a bug and shows its
+traceback.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def cmd_run(args) -> int:
 
 def _print_dry_run(configs: list, seeds_per_trial: int) -> None:
     """Every trial; with packs, one line per Tune trial (as if nothing were done yet)."""
-    from bench import runner
+    from bench import packs
 
     if seeds_per_trial == 1:
         for c in configs:
@@ -161,13 +163,13 @@ def _print_dry_run(configs: list, seeds_per_trial: int) -> None:
                   f"seed {c.seed}  epochs {c.epochs}")
         print(f"{len(configs)} trials")
         return
-    packs = runner.pack_configs(configs, seeds_per_trial)
-    for pack in packs:
+    tune_trials = packs.pack_configs(configs, seeds_per_trial)
+    for pack in tune_trials:
         c = pack[0]
-        print(f"{runner.pack_name([m.trial_id for m in pack])}  {c.grid}  {c.profile}  "
+        print(f"{packs.pack_name([m.trial_id for m in pack])}  {c.grid}  {c.profile}  "
               f"{c.variant}/{c.dataset}/{c.prior}  seeds {', '.join(str(m.seed) for m in pack)}  "
               f"epochs {c.epochs}  trials {' '.join(m.trial_id for m in pack)}")
-    print(f"{len(configs)} trials in {len(packs)} Tune trials of up to {seeds_per_trial} seeds")
+    print(f"{len(configs)} trials in {len(tune_trials)} Tune trials of up to {seeds_per_trial} seeds")
 
 
 def cmd_train(args) -> int:
@@ -180,8 +182,8 @@ def cmd_train(args) -> int:
     data = datasets.load(config.dataset, args.data_dir, fold=config.fold or 0)
     if not args.json:
         logging.getLogger("aae_bench").setLevel(logging.INFO)
-    rows = trial.run_trial(config, data=data, artifacts_dir=args.out, threads=args.threads,
-                           command=_command_line())
+    settings = trial.TrialSettings(artifacts_dir=args.out, threads=args.threads, command=_command_line())
+    rows = trial.run_trial(config, settings, data=data)
     status = rows[0]["status"] if rows else "error"
     metrics = {r["metric"]: r["value"] for r in rows}
     summary = {"trial_id": config.trial_id, "variant": config.variant, "dataset": config.dataset,
@@ -217,13 +219,14 @@ def cmd_check(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from aae_core import datasets, model, priors
+    from aae_core import datasets, priors
+    from aae_core.variants import VARIANTS
     from bench import config, grids
 
     listing = {
         "grids": {name: {p: len(fn(p, 1)) for p in config.PROFILES} for name, fn in grids.GRIDS.items()},
         "profiles": list(config.PROFILES),
-        "variants": sorted(model.VARIANTS),
+        "variants": sorted(VARIANTS),
         "priors": sorted(priors.PRIORS),
         "datasets": sorted(datasets.DATASETS),
     }
@@ -256,23 +259,31 @@ def _command_line() -> str:
     return shlex.join(["aae-bench", *sys.argv[1:]])
 
 
-def main(argv: list[str] | None = None) -> int:
+def _suite_errors() -> tuple[type[Exception], ...]:
+    """The suite's own errors: each says in one line what the user can fix. Any other
+    exception is a bug and shows its traceback."""
     from aae_core.files import DataError
     from bench.config import ConfigError
+    from bench.regress import BaselineError
+    from bench.runner import SweepError
 
+    return UserError, ConfigError, DataError, BaselineError, SweepError
+
+
+def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("AAE_BENCH_LOG", "WARNING"),
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (UserError, ConfigError, DataError, ValueError) as exc:
+    except _suite_errors() as exc:
         print(f"aae-bench: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
               file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("aae-bench: interrupted; finished trials are saved, run again to continue",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -14,19 +14,40 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ray import tune
 
-from bench import results, runner
+from bench import results
+from bench.config import config_from_dict
+from bench.evaluate import primary_metric
+from bench.packs import pack_members, pack_name
 
-# Tune pickles its callbacks into the experiment; a restored experiment must talk to the sweep
-# that restores it, not to a copy of the one that started it. So the callback holds a key
-# and the live Progress of this driver process is looked up here.
-LIVE: dict[str, Progress] = {}
+# Tune pickles its callbacks into the experiment (tuner.pkl) and Tuner.restore brings back those
+# copies: a restored experiment must talk to the sweep that restores it, not to a copy of the
+# one that started it. So the callback holds a key, and the live Progress of this driver
+# process is registered under it here.
+_LIVE: dict[str, Progress] = {}
+
+
+@contextmanager
+def registered(key: str, progress: Progress) -> Iterator[Progress]:
+    """`progress` is the live Progress of `key` while the block runs (a Tune fit)."""
+    _LIVE[key] = progress
+    try:
+        yield progress
+    finally:
+        _LIVE.pop(key, None)
+
+
+def live(key: str) -> Progress | None:
+    """The live Progress registered under `key`, if a sweep of this process runs it."""
+    return _LIVE.get(key)
+
 
 LOSS_NAMES = {"loss_reconstruction": "recon", "loss_discriminator": "disc",
               "loss_generator": "gen", "loss_classification": "class",
@@ -56,8 +77,11 @@ class Progress:
 
     def __init__(self, results_dir: str | Path, trials: dict[str, tuple[str, int]],
                  out: Callable[[str], None] = lambda line: print(line, flush=True),
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, context: Mapping | None = None):
         self.results_dir = Path(results_dir)
+        # What every trial of this run shares and the driver knows (threads, workers, the
+        # command line): the error row of a trial that failed carries it.
+        self.context = dict(context or {})
         self.trials = {tid: TrialProgress(label, epochs) for tid, (label, epochs) in trials.items()}
         self.out, self.clock = out, clock
         self.start_time = clock()
@@ -85,7 +109,7 @@ class Progress:
                           if key in result)
         seconds = f" ({result['seconds']:.1f} s)" if "seconds" in result else ""
         seeds = f" (mean of {len(ids)} seeds)" if len(ids) > 1 else ""
-        self.out(f"[epoch] {runner.pack_name(ids)} {epoch}/{self._get(ids[0]).epochs} "
+        self.out(f"[epoch] {pack_name(ids)} {epoch}/{self._get(ids[0]).epochs} "
                  f"{losses}{seconds}{seeds}")
 
     def rows(self, trial_id: str | Sequence[str], grid: str, rows: list[dict]) -> Path:
@@ -115,7 +139,7 @@ class Progress:
         ids = _ids(trial_id)
         trial = self._get(ids[0])
         seeds = f" and {len(ids) - 1} more seeds" if len(ids) > 1 else ""
-        self.out(f"[retry] {runner.pack_name(ids)} {trial.label}{seeds} after: {message} "
+        self.out(f"[retry] {pack_name(ids)} {trial.label}{seeds} after: {message} "
                  f"(from its last checkpoint, epoch {trial.done_epochs})")
 
     def skipped(self, trial_id: str) -> None:
@@ -156,15 +180,13 @@ def _ids(trial_id: str | Sequence[str]) -> list[str]:
     return [trial_id] if isinstance(trial_id, str) else list(trial_id)
 
 
-def error_row(config: dict, message: str) -> dict:
-    """The row of a trial that raised (after Ray's retries): status error, the reason, the config."""
-    from bench.config import config_from_dict
-    from bench.trial import primary_metric
-
+def error_row(config: dict, message: str, context: Mapping | None = None) -> dict:
+    """The row of a trial that raised (after Ray's retries): status error, the reason, its
+    config, and what the driver knows of how it ran (`context`: threads, workers, command)."""
     cfg = config_from_dict(config)
-    return {"trial_id": cfg.trial_id, "grid": cfg.grid, "profile": cfg.profile, "seed": cfg.seed,
-            "metric": primary_metric(cfg), "value": math.nan, "status": "error", "error": message,
-            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), **cfg.as_dict()}
+    ran = results.RunContext(datetime.now(UTC).isoformat(timespec="seconds"), dict(context or {}))
+    row, = results.trial_rows(cfg, ran, "error", {primary_metric(cfg): (math.nan, math.nan, 0)}, message)
+    return row
 
 
 def _error_message(trial) -> str:
@@ -184,7 +206,7 @@ class SweepCallback(tune.Callback):
         self.key = key
 
     def _dispatch(self, trial) -> tuple[Progress | None, list[dict]]:
-        return LIVE.get(self.key), runner.pack_members(trial.config["config"])
+        return live(self.key), pack_members(trial.config["config"])
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         progress, members = self._dispatch(trial)
@@ -212,5 +234,6 @@ class SweepCallback(tune.Callback):
         progress, members = self._dispatch(trial)
         if progress is not None:
             message = _error_message(trial)
+            context = {**progress.context, "seeds_per_trial": len(members)}
             for member in members:
-                progress.error(member["trial_id"], member["grid"], error_row(member, message))
+                progress.error(member["trial_id"], member["grid"], error_row(member, message, context))

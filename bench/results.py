@@ -102,6 +102,39 @@ def done_trial_ids(results_dir: str | os.PathLike, grid: str) -> set[str]:
     return set(ok[ok].index)
 
 
+# -- building rows: done, diverged and failed trials alike ------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What is known of how one trial (one seed) ran, beside its config. A trial that failed in
+    Ray is known only as far as the driver knows it; what is not known is left out of its rows."""
+
+    finished_at: str
+    run: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    """How it ran, in column order (threads, workers, device, node, provenance)."""
+    subset_hash: str | None = None
+    """The hash of its labelled subset ("" when it has none)."""
+    wall_s: float | None = None
+    epochs_done: int | None = None
+
+
+def trial_rows(config: TrialConfig, context: RunContext, status: str,
+               values: Mapping[str, tuple[float, float, int]], error: str = "") -> list[dict]:
+    """The rows of one trial, one per metric of `values` ({metric: (value, stderr, n)}): its id,
+    grid and profile, how it ran, its seed and config, how it ended, then the metric."""
+    row = {"trial_id": config.trial_id, "grid": config.grid, "profile": config.profile,
+           **context.run, "seed": config.seed}
+    if context.subset_hash is not None:
+        row["subset_hash"] = context.subset_hash
+    row |= config.as_dict()
+    ended = {"finished_at": context.finished_at, "wall_s": context.wall_s,
+             "epochs_done": context.epochs_done}
+    row |= {k: v for k, v in ended.items() if v is not None} | {"status": status, "error": error}
+    return [{**row, "metric": name, "value": value, "stderr": stderr, "n": n}
+            for name, (value, stderr, n) in values.items()]
+
+
 # -- reading rows back: a cell's rows, the profile shown, a trial's config --------------------
 
 # Profiles from most to least faithful; a cell shows the most faithful profile that has rows.

@@ -1,7 +1,7 @@
 """The sweep runner: Ray Tune wiring only (trials, resources, retries, resume, --address).
 
 Each grid config becomes one Tune function trial that calls `bench.trial.run_trial` (with
-`seeds_per_trial` > 1, seeds of one config are packed into one trial, trained as one
+`seeds_per_trial` > 1, seeds of one config are packed (`bench.packs`) into one trial, trained as one
 seed-batched model, its rows those of each seed's own trial id); with
 `workers_per_trial` > 1 the Tune trial instead fits a Ray Train `TorchTrainer` whose workers
 call it data parallel (Accelerate's DDP inside). Rows are written by the driver
@@ -37,6 +37,8 @@ from pathlib import Path
 
 from bench import results
 from bench.config import TrialConfig, config_from_dict
+from bench.packs import Pack, pack_configs, pack_from_params, pack_name, pack_params, pack_trial_ids
+from bench.trial import TrialSettings
 
 log = logging.getLogger("aae_bench.runner")
 
@@ -44,12 +46,15 @@ RECORD = "aae_sweep.json"
 # A restored experiment's trials must be the trials asked for: packs (seeds_per_trial) and
 # thread or worker counts change what a Tune trial is, or its numbers.
 RESTORE_MUST_MATCH = ("cpus_per_trial", "gpus_per_trial", "workers_per_trial", "seeds_per_trial")
-# Keys of a Tune trial's config that a pack adds to its first member's fields.
-PACK_KEYS = ("pack_seeds", "pack_trial_ids")
 # A data-parallel trial's Tune process only waits on its Ray Train workers; its token share of
 # a CPU is taken from the workers' requests so that N workers x C CPUs fit in N x C cores
 # (on 2 cores, 1 CPU for the driver + 2 x 1 for the workers deadlocks: see the Ray notes).
 DRIVER_CPU = 0.01
+
+
+class SweepError(ValueError):
+    """A sweep that cannot run as asked (resources, the cluster, a busy results directory):
+    the user reads it as one line."""
 
 
 def say(line: str) -> None:
@@ -71,15 +76,15 @@ class Resources:
 
     def __post_init__(self) -> None:
         if not self.cpus_per_trial > 0:
-            raise ValueError(f"--cpus-per-trial must be > 0; got {self.cpus_per_trial}")
+            raise SweepError(f"--cpus-per-trial must be > 0; got {self.cpus_per_trial}")
         if self.gpus_per_trial < 0:
-            raise ValueError(f"--gpus-per-trial must be >= 0; got {self.gpus_per_trial}")
+            raise SweepError(f"--gpus-per-trial must be >= 0; got {self.gpus_per_trial}")
         if self.max_concurrent < 0:
-            raise ValueError(f"--max-concurrent must be >= 0; got {self.max_concurrent}")
+            raise SweepError(f"--max-concurrent must be >= 0; got {self.max_concurrent}")
         if self.workers_per_trial < 1:
-            raise ValueError(f"--workers-per-trial must be >= 1; got {self.workers_per_trial}")
+            raise SweepError(f"--workers-per-trial must be >= 1; got {self.workers_per_trial}")
         if self.seeds_per_trial < 1:
-            raise ValueError(f"--seeds-per-trial must be >= 1; got {self.seeds_per_trial}")
+            raise SweepError(f"--seeds-per-trial must be >= 1; got {self.seeds_per_trial}")
 
     @property
     def threads(self) -> int:
@@ -140,63 +145,6 @@ def pending_configs(configs: list[TrialConfig], results_dir: str | os.PathLike) 
     for grid in {c.grid for c in configs}:
         done |= results.done_trial_ids(results_dir, grid)
     return [c for c in configs if c.trial_id not in done]
-
-
-# -- packs: seeds of one config in one Tune trial ----------------------------------------
-
-Pack = tuple[TrialConfig, ...]
-
-
-def pack_configs(configs: list[TrialConfig], seeds_per_trial: int) -> list[Pack]:
-    """Configs that differ only in their seed, by seed, in packs of at most `seeds_per_trial`;
-    groups in the order of their first config. Pass pending configs only: done seeds stay out."""
-    groups: dict[TrialConfig, list[TrialConfig]] = {}
-    for config in configs:
-        groups.setdefault(dataclasses.replace(config, seed=0), []).append(config)
-    packs = []
-    for members in groups.values():
-        members.sort(key=lambda c: c.seed)
-        packs += [tuple(members[i:i + seeds_per_trial])
-                  for i in range(0, len(members), seeds_per_trial)]
-    return packs
-
-
-def pack_name(trial_ids: list[str] | tuple[str, ...]) -> str:
-    """A Tune trial's name: its trial id, or a pack's first member id and how many more."""
-    return trial_ids[0] if len(trial_ids) == 1 else f"{trial_ids[0]}+{len(trial_ids) - 1}"
-
-
-def pack_params(pack: Pack) -> dict:
-    """A Tune trial's config: its first member's fields and id, and a pack's seeds and ids.
-    A pack of one is exactly a trial of an unpacked sweep."""
-    first = pack[0]
-    params = first.as_dict() | {"trial_id": first.trial_id}
-    if len(pack) > 1:
-        params |= {"pack_seeds": [c.seed for c in pack],
-                   "pack_trial_ids": [c.trial_id for c in pack]}
-    return params
-
-
-def pack_members(params: dict) -> list[dict]:
-    """Each member's config (as `pack_params` of it alone would give) from a Tune trial's."""
-    base = {k: v for k, v in params.items() if k not in PACK_KEYS}
-    if "pack_seeds" not in params:
-        return [base]
-    return [base | {"seed": seed, "trial_id": tid}
-            for seed, tid in zip(params["pack_seeds"], params["pack_trial_ids"], strict=True)]
-
-
-def pack_trial_ids(params: dict) -> list[str]:
-    return [m.get("trial_id", "?") for m in pack_members(params)]
-
-
-def pack_from_params(params: dict) -> Pack:
-    return tuple(config_from_dict(m) for m in pack_members(params))
-
-
-def _trial_argument(pack: Pack):
-    # A pack of one trains exactly as an unpacked trial does.
-    return pack[0] if len(pack) == 1 else list(pack)
 
 
 # -- experiment records ------------------------------------------------------------------
@@ -271,12 +219,26 @@ def _exclusive(storage: Path, key: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ValueError(f"another aae-bench run is sweeping this grid into these results "
+            raise SweepError(f"another aae-bench run is sweeping this grid into these results "
                              f"(lock {storage / f'.{key}.lock'})") from None
         yield
 
 
 # -- the trials (they run in Ray worker processes) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """What every Tune trial of one experiment gets beside its config (`tune.with_parameters`)."""
+
+    trial: TrialSettings
+    """How `run_trial` runs (artifacts, threads, device, command line, workers)."""
+    skip: frozenset[str]
+    """Trials of a restored experiment whose rows were written after its last snapshot."""
+    worker_request: dict
+    """Data parallel: what each Ray Train worker asks for."""
+    train_storage: str
+    """Data parallel: where the trials' Ray Train runs keep their checkpoints."""
 
 
 def _where() -> dict:
@@ -287,46 +249,26 @@ def _where() -> dict:
             "node_ip": ray.util.get_node_ip_address()}
 
 
-def _trainable(params: dict, data: dict, settings: dict) -> None:
+def _trainable(params: dict, data: dict, settings: ExperimentSettings) -> None:
     """One Tune trial. `data` maps (data set, fold) to object refs of loaded data sets."""
     import ray
     from ray import tune
 
-    from bench.trial import TrialState, load_state, run_trial, save_state
-
     pack = pack_from_params(params["config"])
-    if all(c.trial_id in settings["skip"] for c in pack):
+    if all(c.trial_id in settings.skip for c in pack):
         # A restored trial whose rows were written after the experiment's last snapshot.
         # (A pack with some members done runs again: rows merge per trial id and metric.)
         tune.report({"completed": True, "skipped": True})
         return
     data_ref = data[(pack[0].dataset, pack[0].fold or 0)]
-    if settings["workers"] > 1:
+    if settings.trial.workers > 1:
         _fit_data_parallel(pack, data_ref, settings)
         return
-
-    resume: TrialState | None = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            resume = load_state(directory)
-    where = _where()
-    tune.report({"started": True, "resumed_from_epoch": resume.epoch if resume else 0, **where})
-
-    def on_epoch(state: TrialState, losses: dict) -> None:
-        with tempfile.TemporaryDirectory() as directory:
-            save_state(state, directory)
-            tune.report({**losses, "completed": False},
-                        checkpoint=tune.Checkpoint.from_directory(directory))
-
-    rows = run_trial(_trial_argument(pack), data=ray.get(data_ref),
-                     artifacts_dir=settings["artifacts_dir"], threads=settings["threads"],
-                     cpu=settings["cpu"], resume=resume, on_epoch=on_epoch,
-                     command=settings["command"], node=where)
-    tune.report({"completed": True, "rows": json.dumps(rows)})
+    _run_and_report(pack, ray.get(data_ref), settings.trial, tune.report, tune.get_checkpoint,
+                    tune.Checkpoint)
 
 
-def _fit_data_parallel(pack: Pack, data_ref, settings: dict) -> None:
+def _fit_data_parallel(pack: Pack, data_ref, settings: ExperimentSettings) -> None:
     """The Tune side of a data-parallel trial: a TorchTrainer (Train V2 inside a Tune function).
 
     Its Train run is named after the trial inside this experiment, so a retried or restored
@@ -339,12 +281,12 @@ def _fit_data_parallel(pack: Pack, data_ref, settings: dict) -> None:
     TorchTrainer(
         _train_worker,
         train_loop_config={"configs": [c.as_dict() for c in pack], "data": data_ref,
-                           "settings": settings},
+                           "settings": settings.trial},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=settings["workers"], use_gpu=not settings["cpu"],
-            resources_per_worker=settings["worker_request"]),
+            num_workers=settings.trial.workers, use_gpu=not settings.trial.cpu,
+            resources_per_worker=settings.worker_request),
         run_config=ray.train.RunConfig(
-            name=pack_name([c.trial_id for c in pack]), storage_path=settings["train_storage"],
+            name=pack_name([c.trial_id for c in pack]), storage_path=settings.train_storage,
             callbacks=[TuneReportCallback()],  # rank 0's reports become the Tune trial's
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
     ).fit()
@@ -356,31 +298,38 @@ def _train_worker(loop: dict) -> None:
     import ray
     import ray.train
 
-    from bench.trial import TrialState, load_state, run_trial, save_state
+    pack = tuple(config_from_dict(c) for c in loop["configs"])
+    _run_and_report(pack, ray.get(loop["data"]), loop["settings"], ray.train.report,
+                    ray.train.get_checkpoint, ray.train.Checkpoint)
 
-    pack, settings = tuple(config_from_dict(c) for c in loop["configs"]), loop["settings"]
-    resume: TrialState | None = None
-    checkpoint = ray.train.get_checkpoint()
+
+def _run_and_report(pack: Pack, data, settings: TrialSettings, report, get_checkpoint,
+                    checkpoint_class) -> None:
+    """What a Tune trial and a Ray Train worker both do around `run_trial`: continue from the
+    latest checkpoint, say where the trial runs, checkpoint every epoch, report the rows.
+    `report`, `get_checkpoint` and `checkpoint_class` are Tune's or Ray Train's."""
+    from bench.trial import load_state, run_trial, save_state
+
+    resume = None
+    checkpoint = get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             resume = load_state(directory)
     where = _where()
-    ray.train.report({"started": True, "resumed_from_epoch": resume.epoch if resume else 0, **where})
+    report({"started": True, "resumed_from_epoch": resume.epoch if resume else 0, **where})
 
-    def on_epoch(state: TrialState | None, losses: dict) -> None:
-        if state is None:
-            ray.train.report({**losses, "completed": False})
+    def on_epoch(state, losses: dict) -> None:
+        if state is None:  # a data-parallel rank > 0: it reports, rank 0 checkpoints
+            report({**losses, "completed": False})
             return
         with tempfile.TemporaryDirectory() as directory:
             save_state(state, directory)
-            ray.train.report({**losses, "completed": False},
-                             checkpoint=ray.train.Checkpoint.from_directory(directory))
+            report({**losses, "completed": False},
+                   checkpoint=checkpoint_class.from_directory(directory))
 
-    rows = run_trial(_trial_argument(pack), data=ray.get(loop["data"]),
-                     artifacts_dir=settings["artifacts_dir"], threads=settings["threads"],
-                     cpu=settings["cpu"], resume=resume, on_epoch=on_epoch,
-                     command=settings["command"], node=where, workers=settings["workers"])
-    ray.train.report({"completed": True, "rows": json.dumps(rows)})
+    rows = run_trial(pack, dataclasses.replace(settings, node=where), data=data, resume=resume,
+                     on_epoch=on_epoch)
+    report({"completed": True, "rows": json.dumps(rows)})
 
 
 # -- the driver --------------------------------------------------------------------------
@@ -417,7 +366,7 @@ def _connect(address: str | None) -> None:
     try:
         ray.init(address=address, **init_args)
     except ConnectionError as exc:
-        raise ValueError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]} "
+        raise SweepError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]} "
                          f"(a token-auth cluster needs RAY_AUTH_MODE=token here too)") from None
 
 
@@ -445,13 +394,13 @@ def run_sweep(
     if not todo:
         return summary
     if len({c.grid for c in todo}) > 1:
-        raise ValueError("one grid per sweep")
+        raise SweepError("one grid per sweep")
     grid = todo[0].grid
     _check_divisible(todo, resources)
     if storage and "://" in storage:
         # Experiment records and the lock live beside Tune's state: a shared file system
         # (NFS) works on every node, an object-store URI would need another code path.
-        raise ValueError(f"--storage must be a directory every node can reach (e.g. on NFS); "
+        raise SweepError(f"--storage must be a directory every node can reach (e.g. on NFS); "
                          f"got {storage}")
     storage_path = Path(os.path.abspath(storage or results_dir / "ray"))
     key = sweep_key(grid, results_dir)
@@ -498,6 +447,8 @@ class _Sweep:
         """True if interrupted."""
         from ray import tune
 
+        from bench import progress  # imports Ray: only once a sweep runs
+
         grid = self.todo[0].grid
         before = _row_stamps(self.results_dir, grid)
         wanted = {c.trial_id for c in self.todo}
@@ -542,7 +493,7 @@ class _Sweep:
                 reuse_actors=self._reuse_actors(rest)),
             run_config=tune.RunConfig(
                 name=experiment.path.name, storage_path=str(self.storage), verbose=0,
-                callbacks=[_callback(self.key)],
+                callbacks=[progress.SweepCallback(self.key)],
                 failure_config=tune.FailureConfig(max_failures=2),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
@@ -575,12 +526,12 @@ class _Sweep:
     def _trainable(self, experiment: Experiment, skip: set[str]):
         from ray import tune
 
-        settings = {"artifacts_dir": str(self.results_dir / "artifacts" / self.todo[0].grid),
-                    "threads": self.resources.threads, "cpu": self.resources.gpus_per_trial == 0,
-                    "command": self.command, "skip": frozenset(skip),
-                    "workers": self.resources.workers_per_trial,
-                    "worker_request": self.resources.worker_request(),
-                    "train_storage": str(experiment.path / "train")}
+        settings = ExperimentSettings(
+            TrialSettings(artifacts_dir=str(self.results_dir / "artifacts" / self.todo[0].grid),
+                          threads=self.resources.threads, cpu=self.resources.gpus_per_trial == 0,
+                          command=self.command, workers=self.resources.workers_per_trial),
+            skip=frozenset(skip), worker_request=self.resources.worker_request(),
+            train_storage=str(experiment.path / "train"))
         # The same function, wrapped the same way, for a new and for a restored experiment
         # (Tuner.restore checks the trainable's name).
         return tune.with_resources(tune.with_parameters(_trainable, data=self.data, settings=settings),
@@ -591,19 +542,13 @@ class _Sweep:
         from bench import progress
 
         by_id = {c.trial_id: c for c in self.todo}
-        progress.LIVE[self.key] = progress.Progress(self.results_dir, {
-            tid: (_label(by_id[tid]), by_id[tid].epochs) for tid in expected if tid in by_id})
-        try:
+        live = progress.Progress(self.results_dir, {
+            tid: (_label(by_id[tid]), by_id[tid].epochs) for tid in expected if tid in by_id},
+            context={"threads": self.resources.threads, "workers": self.resources.workers_per_trial,
+                     "command": self.command})
+        with progress.registered(self.key, live):
             result_grid = tuner.fit()
-        finally:
-            progress.LIVE.pop(self.key, None)
         return bool(_unfinished(result_grid))
-
-
-def _callback(key: str):
-    from bench import progress
-
-    return progress.SweepCallback(key)
 
 
 def _label(config: TrialConfig) -> str:
@@ -653,17 +598,17 @@ def _check_divisible(configs: list[TrialConfig], resources: Resources) -> None:
     n = resources.workers_per_trial
     bad = sorted({c.batch_size for c in configs if c.batch_size % n})
     if bad:
-        raise ValueError(f"--workers-per-trial {n} must divide the batch size; got batch sizes {bad}")
+        raise SweepError(f"--workers-per-trial {n} must divide the batch size; got batch sizes {bad}")
 
 
 def _check_resources(available: dict, resources: Resources) -> None:
     # Tune leaves trials PENDING forever when a request cannot be met: refuse up front.
     gpus = resources.gpus_per_trial * resources.workers_per_trial
     if gpus > 0 and available.get("GPU", 0) < gpus:
-        raise ValueError(f"--gpus-per-trial {resources.gpus_per_trial} but the Ray cluster has "
+        raise SweepError(f"--gpus-per-trial {resources.gpus_per_trial} but the Ray cluster has "
                          f"{available.get('GPU', 0)} GPUs")
     if available.get("CPU", 0) < resources.cpus_of_trial - 1e-9:
         what = (f"--cpus-per-trial {resources.cpus_per_trial}" if resources.workers_per_trial == 1
                 else f"--workers-per-trial {resources.workers_per_trial} x --cpus-per-trial "
                      f"{resources.cpus_per_trial}")
-        raise ValueError(f"{what} but the Ray cluster has {available.get('CPU', 0)} CPUs")
+        raise SweepError(f"{what} but the Ray cluster has {available.get('CPU', 0)} CPUs")

@@ -2,6 +2,9 @@
 
 `run_trial` is the only place that holds an Accelerator; the runner maps it over a grid and
 `aae-bench train` calls it directly. It returns rows and writes nothing but its artifacts.
+It reads as its four steps: `start` (build, or restore from a TrialState), `train` (with
+model selection and per-epoch checkpoints), `evaluate_seed` (bench.evaluate), and the rows
+(bench.results.trial_rows).
 Split hygiene by construction: labelled examples come from the training split only, model
 selection reads the validation split only, and the test split is read once, at the end.
 """
@@ -17,40 +20,49 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from aae_core import datasets, model, priors, training
-from bench import metrics, provenance
-from bench.config import CATEGORICAL_VARIANTS, PARZEN_VARIANTS, TrialConfig
+from aae_core import datasets, priors, training, variants
+from bench import metrics, provenance, results
+from bench.config import TrialConfig
+from bench.evaluate import (
+    EVALUATION_METRICS,
+    EVALUATIONS,
+    TrainedSeed,
+    evaluation_kind,
+    primary_metric,
+    validation_errors,
+)
 
 log = logging.getLogger("aae_bench.trial")
 
 
-def evaluation_kind(config: TrialConfig) -> str:
-    """Which of the paper's evaluations a config gets."""
-    if config.variant in PARZEN_VARIANTS:
-        return "parzen"  # Table 1
-    if config.variant in CATEGORICAL_VARIANTS and config.labels is not None:
-        return "classification"  # Table 2, Section 7 with labels
-    if config.variant in CATEGORICAL_VARIANTS:
-        return "clustering"  # Table 3, Section 7 without labels
-    return "reconstruction"  # Fig. 4-6: models judged by their figures
+@dataclass(frozen=True)
+class TrialSettings:
+    """How a trial runs, beside its config: where its files are, its threads and device (losses
+    change bitwise with either, so every row records them) and what its rows record of where
+    and how it ran."""
 
-
-PRIMARY_METRIC = {"parzen": "parzen_ll", "classification": "classification_error",
-                  "clustering": "clustering_error", "reconstruction": "reconstruction_error"}
-
-
-def primary_metric(config: TrialConfig) -> str:
-    if config.variant == "dim-reduction":
-        return "dim_reduction_error"
-    return PRIMARY_METRIC[evaluation_kind(config)]
+    data_dir: str | os.PathLike | None = None
+    """Where the data files are, when `run_trial` is not given the data set."""
+    artifacts_dir: str | os.PathLike | None = None
+    """Each seed's weights, config, latents and curve go to <artifacts_dir>/<trial_id>; None: none."""
+    threads: int | None = None
+    """torch threads (None: torch's default)."""
+    cpu: bool = True
+    """Accelerate on the CPU; False: on the process's GPU."""
+    command: str = ""
+    """The command line that ran the trial (recorded in its rows)."""
+    workers: int = 1
+    """Data-parallel workers the runner started for the trial (recorded in its rows)."""
+    node: Mapping[str, str] = field(default_factory=dict)
+    """Where it runs (the Ray node id and IP), recorded in its rows."""
 
 
 @dataclass
@@ -96,6 +108,9 @@ def as_pack(configs: TrialConfig | Sequence[TrialConfig]) -> tuple[TrialConfig, 
     return pack
 
 
+# -- building: the model, priors, optimizers and data of a config or pack ---------------
+
+
 @dataclass
 class Parts:
     """A built model (all seeds of a pack) with everything its training needs."""
@@ -119,8 +134,9 @@ def build(configs: TrialConfig | Sequence[TrialConfig], data: datasets.Dataset) 
     weights from its own init stream)."""
     pack = as_pack(configs)
     config = pack[0]
+    record = variants.variant(config.variant)
     k = n_categories(config, data)
-    net = model.build(config.variant, data.image_shape, config.z_dim, config.hidden,
+    net = variants.build(config.variant, data.image_shape, config.z_dim, config.hidden,
                       init_std=config.init_std, n_classes=k, head_init_std=config.head_init_std or 1.0,
                       init_seeds=[training.RandomStreams.from_seed(c.seed).init for c in pack])
     if config.prior == "gaussian":
@@ -131,14 +147,14 @@ def build(configs: TrialConfig | Sequence[TrialConfig], data: datasets.Dataset) 
     else:
         z_prior = priors.SwissRoll(data.n_classes)
     prior_set = {"z": z_prior}
-    if config.variant in CATEGORICAL_VARIANTS:
+    if record.categorical:
         prior_set["y"] = priors.Categorical(k)
 
     recon = training.SGD(config.recon_lr, config.recon_momentum)
-    adversarial = training.SGD(config.adv_lr, config.adv_momentum)
+    adversarial = training.SGD(config.adv_lr, config.adv_momentum) if record.adversarial else None
     classification = (training.SGD(config.classification_lr, config.classification_momentum)
                       if evaluation_kind(config) == "classification" else None)
-    opts = training.make_optimizers(config.variant, net, recon, adversarial, classification)
+    opts = training.make_optimizers(net, recon, adversarial, classification)
     settings = training.PhaseSettings(config.recon_reduction, config.input_noise_std or 0.0,
                                       config.head_threshold or 0.0, config.head_penalty or 0.0)
     train_data, subsets = training_data(pack, data)
@@ -153,16 +169,17 @@ def training_data(configs: TrialConfig | Sequence[TrialConfig],
     hash of its labelled subset ("" when there is none)."""
     pack = as_pack(configs)
     config, seeds = pack[0], len(pack)
+    uses = variants.variant(config.variant).labels
     n = config.train_examples or len(data.train_x)
     x, y = torch.from_numpy(data.train_x[:n]), data.train_y[:n]
-    if config.variant == "supervised":
+    if uses == "all":
         return training.TrainingData(x, torch.from_numpy(y).expand(seeds, n)), [""] * seeds
     if config.labels is None:
         return training.TrainingData(x), [""] * seeds
     index = np.stack([np.arange(n) if config.labels == 0
                       else datasets.labelled_subset(y, config.labels, c.seed, data.n_classes) for c in pack])
     subsets = [datasets.subset_hash(i) for i in index]
-    if config.variant == "label-regularized":
+    if uses == "tagged":
         visible = np.full((seeds, n), -1, dtype=np.int64)  # -1: "unlabelled" (Section 3)
         for k in range(seeds):
             visible[k, index[k]] = y[index[k]]
@@ -170,28 +187,26 @@ def training_data(configs: TrialConfig | Sequence[TrialConfig],
     return training.TrainingData(x, None, torch.from_numpy(index), torch.from_numpy(y[index])), subsets
 
 
+# -- the trial ---------------------------------------------------------------------------
+
+
 def run_trial(
     configs: TrialConfig | Sequence[TrialConfig],
+    settings: TrialSettings | None = None,
     *,
     data: datasets.Dataset | None = None,
-    data_dir: str | None = None,
-    artifacts_dir: str | os.PathLike | None = None,
-    threads: int | None = None,
-    cpu: bool = True,
     resume: TrialState | None = None,
-    on_epoch: Callable[[TrialState, dict], None] | None = None,
-    command: str = "",
-    workers: int = 1,
-    node: dict | None = None,
+    on_epoch: Callable[[TrialState | None, dict], None] | None = None,
+    **fields,
 ) -> list[dict]:
     """Train and evaluate one config, or a pack of configs that differ in their seed only (one
     seed-batched model); return the rows of every seed (status done, or diverged with the
     reason). Each seed's rows carry its own trial id, the same as when it runs alone.
 
-    `on_epoch(state, losses)` is called after every epoch (the runner checkpoints there;
-    `losses` are averaged over the seeds still training); `resume` continues from such a
-    state. Errors other than divergence propagate. `node` (e.g. the Ray node id and IP) goes
-    into every row.
+    `settings` says how it runs; keyword `fields` of TrialSettings are a shorthand for it
+    (`run_trial(config, data=d, threads=1)`). `on_epoch(state, losses)` is called after every
+    epoch (the runner checkpoints there; `losses` are averaged over the seeds still training);
+    `resume` continues from such a state. Errors other than divergence propagate.
 
     Data parallel: the same call runs on every rank of a torch.distributed group (Ray Train
     sets RANK / WORLD_SIZE, Accelerate picks them up). Each rank trains on its shard of every
@@ -201,141 +216,196 @@ def run_trial(
     """
     from accelerate import Accelerator
 
+    settings = dataclasses.replace(settings or TrialSettings(), **fields)
     pack = as_pack(configs)
-    config, seeds = pack[0], len(pack)
+    config = pack[0]
     started, t0 = _now(), time.perf_counter()
-    if threads:
-        torch.set_num_threads(threads)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     if data is None:
-        data = datasets.load(config.dataset, data_dir, fold=config.fold or 0)
-    accelerator = Accelerator(cpu=cpu, mixed_precision=config.precision)
-    if threads:  # again: a multi-process Accelerator sets its own thread count
-        torch.set_num_threads(threads)
+        data = datasets.load(config.dataset, settings.data_dir, fold=config.fold or 0)
+    accelerator = Accelerator(cpu=settings.cpu, mixed_precision=config.precision)
+    if settings.threads:  # again: a multi-process Accelerator sets its own thread count
+        torch.set_num_threads(settings.threads)
+    run = start(pack, data, accelerator, resume)
+
+    shared = {
+        "threads": torch.get_num_threads(), "workers": max(settings.workers, run.shard.world),
+        "seeds_per_trial": len(pack), "resumed_from_epoch": run.first_epoch,
+        "device": str(accelerator.device), "node": socket.gethostname(), **settings.node,
+        "precision_used": str(accelerator.mixed_precision),
+        "evaluator_version": metrics.METRICS_VERSION, "data_source": data.source,
+        "data_split": data.split, "started_at": started, "command": settings.command,
+        **provenance.code_version(), **provenance.environment(),
+    }
+
+    def rows(k: int, status: str, values: dict, error: str = "") -> list[dict]:
+        context = results.RunContext(_now(), shared, run.parts.subset_hashes[k],
+                                     round(time.perf_counter() - t0, 3), len(run.curve[k]))
+        return results.trial_rows(pack[k], context, status, values, error)
+
+    def diverged_rows(k: int) -> list[dict]:
+        return rows(k, "diverged", {primary_metric(config): (math.nan, math.nan, 0)}, run.ctx.diverged[k])
+
+    try:
+        train(run, on_epoch)
+    except training.DivergedError:
+        if run.shard.rank != 0:
+            return []
+        return [row for k in range(len(pack)) for row in diverged_rows(k)]
+
+    digests = _param_digests(accelerator, run.parts.net, run.shard)
+    if len(set(digests)) > 1:
+        # DDP that silently skipped an all-reduce would leave the ranks with different models.
+        raise RuntimeError(f"parameters differ across data-parallel ranks: {digests}")
+    if run.shard.rank != 0:
+        return []
+    shared["param_digests"] = json.dumps(digests)
+
+    run.parts.net.eval()
+    trained = _state(accelerator, run.parts.net)
+    out: list[dict] = []
+    for k, c in enumerate(pack):
+        if k in run.ctx.diverged:
+            out += diverged_rows(k)
+            continue
+        alone, values = evaluate_seed(run, k, trained)
+        if settings.artifacts_dir is not None:
+            save_artifacts(Path(settings.artifacts_dir) / c.trial_id, accelerator, alone, c, run.parts,
+                           data, run.curve[k])
+        out += rows(k, "done", values)
+    return out
+
+
+@dataclass
+class Run:
+    """A trial in progress in this process: its pack, built parts and random generators, and
+    what it has recorded so far (seed index k of the pack: `curve[k]`, `best[k]`)."""
+
+    pack: tuple[TrialConfig, ...]
+    data: datasets.Dataset
+    accelerator: object
+    shard: training.Shard
+    streams: list[training.RandomStreams]
+    """Each seed's streams on this rank."""
+    parts: Parts
+    gens: dict[str, list[torch.Generator]]
+    ctx: training.StepContext
+    curve: list[list[dict]]
+    best: list[dict | None]
+    """Classification: each seed's model chosen on the validation split, and when."""
+    first_epoch: int
+
+
+def start(pack: tuple[TrialConfig, ...], data: datasets.Dataset, accelerator,
+          resume: TrialState | None) -> Run:
+    """Build the pack's model and generators, restored from `resume` when given."""
     shard = training.Shard(accelerator.process_index, accelerator.num_processes)
     base_streams = [training.RandomStreams.from_seed(c.seed) for c in pack]
     streams = [s.for_rank(shard.rank) for s in base_streams]
     parts = build(pack, data)
-    net, opts = parts.net, parts.opts
     gens = {"data": [training.generator(s.data) for s in streams],
             "prior": [training.generator(s.prior) for s in streams],
-            "noise": [training.generator(s.evaluation + 1) for s in streams]}
+            "noise": [training.generator(s.noise) for s in streams]}
     if shard.world > 1:
         gens["labelled"] = [training.generator(s.labelled(shard.rank)) for s in base_streams]
     curve: list[list[dict]] = [[] for _ in pack]
-    best: list[dict | None] = [None] * seeds
-    first_epoch = 0
-    diverged: dict[int, str] = {}
+    best: list[dict | None] = [None] * len(pack)
+    first_epoch, diverged = 0, {}
     if resume is not None:
-        net.load_state_dict(resume.model)
+        parts.net.load_state_dict(resume.model)
         for name, opt_state in resume.optimizers.items():
-            opts[name].load_state_dict(opt_state)
+            parts.opts[name].load_state_dict(opt_state)
         for key, gen_state in _rank_generators(resume.generators, shard.rank).items():
             name, k = key.split("#")
             if name in gens:
                 gens[name][int(k)].set_state(gen_state)
         curve, first_epoch = [list(c) for c in resume.curve], resume.epoch
         best, diverged = list(resume.best or best), dict(resume.diverged or {})
-    training.prepare(accelerator, net, opts)
-    ctx = training.StepContext(accelerator, net, opts, parts.priors, parts.settings,
+    training.prepare(accelerator, parts.net, parts.opts)
+    ctx = training.StepContext(accelerator, parts.net, parts.opts, parts.priors, parts.settings,
                                gens["prior"], gens["noise"], world=shard.world, diverged=diverged)
+    return Run(pack, data, accelerator, shard, streams, parts, gens, ctx, curve, best, first_epoch)
+
+
+def train(run: Run, on_epoch: Callable[[TrialState | None, dict], None] | None) -> None:
+    """The remaining epochs of `run`: each trains every live seed, records its losses, picks
+    the classifiers' models on the validation split and hands a checkpoint to `on_epoch`.
+    Raises training.DivergedError when no seed is left."""
+    config, seeds = run.pack[0], len(run.pack)
+    opts, ctx = run.parts.opts, run.ctx
+    step = variants.variant(config.variant).step
     schedule = training.StepSchedule(config.lr_decay_epochs, config.lr_decay_factors)
+    selects = evaluation_kind(config) == "classification"
+    for epoch in range(run.first_epoch, config.epochs):
+        training.set_learning_rates(opts, run.parts.rates, schedule.factor(epoch))
+        t_epoch = time.perf_counter()
+        losses = training.train_epoch(ctx, step, run.parts.data,
+                                      batch_size=config.batch_size,
+                                      data_generators=run.gens["data"], epoch=epoch, shard=run.shard,
+                                      labelled_generators=run.gens.get("labelled"))
+        seconds = round(time.perf_counter() - t_epoch, 3)
+        live = [k for k in range(seeds) if k not in ctx.diverged]
+        for k in live:
+            run.curve[k].append({"epoch": epoch + 1, **losses[k], "seconds": seconds})
+        if selects and run.shard.rank == 0:
+            _select_models(run, live, epoch)
+        summary = {"epoch": epoch + 1, **_mean_over(run.curve[k][-1] for k in live), "seconds": seconds}
+        if seeds > 1:
+            summary["seeds_live"] = len(live)
+        log.info("trial %s epoch %d/%d %s", config.trial_id if seeds == 1 else
+                 f"{config.trial_id}+{seeds - 1}", epoch + 1, config.epochs,
+                 " ".join(f"{k} {v:.4g}" for k, v in summary.items() if k != "epoch"))
+        if on_epoch is not None:
+            on_epoch(_checkpoint(run, epoch + 1), summary)
+
+
+def _select_models(run: Run, live: list[int], epoch: int) -> None:
+    """Model selection on the validation split only (never on test), seed by seed."""
+    errors = validation_errors(run.parts.net, run.data, run.accelerator.device)
+    for k in live:
+        run.curve[k][-1]["validation_error"] = errors[k]
+    improved = [k for k in live if run.best[k] is None or errors[k] < run.best[k]["validation_error"]]
+    trained = _state(run.accelerator, run.parts.net) if improved else {}  # one copy for all seeds
+    for k in improved:
+        run.best[k] = {"validation_error": errors[k], "epoch": epoch + 1,
+                       "model": _seed_state(trained, k)}
+
+
+def _checkpoint(run: Run, epoch: int) -> TrialState | None:
+    """The state after `epoch` epochs on rank 0 (None on the other ranks); collective when
+    data parallel (rank 0's state holds every rank's generators)."""
+    generators = _all_generators(run.gens, run.shard)
+    if run.shard.rank != 0:
+        return None
+    return TrialState(epoch, [list(c) for c in run.curve], _state(run.accelerator, run.parts.net),
+                      {k: copy.deepcopy(o.state_dict()) for k, o in run.parts.opts.items()},
+                      generators, list(run.best), dict(run.ctx.diverged))
+
+
+def evaluate_seed(run: Run, k: int, trained: dict) -> tuple[torch.nn.Module, dict]:
+    """Seed k on its own (a plain S = 1 model: the evaluations are those of a lone seed): the
+    model (the one chosen on validation, where there is a choice) and its metrics, with the
+    selection and the last epoch's losses."""
+    config = run.pack[k]
     kind = evaluation_kind(config)
-
-    shared_context = {
-        "grid": config.grid, "profile": config.profile, "threads": torch.get_num_threads(),
-        "workers": max(workers, shard.world), "seeds_per_trial": seeds,
-        "resumed_from_epoch": first_epoch, "device": str(accelerator.device),
-        "node": socket.gethostname(), **(node or {}),
-        "precision_used": str(accelerator.mixed_precision),
-        "evaluator_version": metrics.METRICS_VERSION, "data_source": data.source,
-        "data_split": data.split, "started_at": started, "command": command,
-        **provenance.code_version(), **provenance.environment(),
-    }
-
-    def rows(k: int, status: str, values: dict[str, tuple[float, float, int]], error: str = "") -> list[dict]:
-        c = pack[k]
-        context = {"trial_id": c.trial_id, **shared_context, "seed": c.seed,
-                   "subset_hash": parts.subset_hashes[k], **c.as_dict()}
-        finished = {"finished_at": _now(), "wall_s": round(time.perf_counter() - t0, 3),
-                    "epochs_done": len(curve[k]), "status": status, "error": error}
-        return [{**context, **finished, "metric": name, "value": value, "stderr": stderr, "n": n}
-                for name, (value, stderr, n) in values.items()]
-
-    def diverged_rows(k: int) -> list[dict]:
-        return rows(k, "diverged", {primary_metric(config): (math.nan, math.nan, 0)}, ctx.diverged[k])
-
-    try:
-        for epoch in range(first_epoch, config.epochs):
-            training.set_learning_rates(opts, parts.rates, schedule.factor(epoch))
-            t_epoch = time.perf_counter()
-            losses = training.train_epoch(ctx, config.variant, parts.data,
-                                          batch_size=config.batch_size,
-                                          data_generators=gens["data"], epoch=epoch, shard=shard,
-                                          labelled_generators=gens.get("labelled"))
-            seconds = round(time.perf_counter() - t_epoch, 3)
-            live = [k for k in range(seeds) if k not in ctx.diverged]
-            for k in live:
-                curve[k].append({"epoch": epoch + 1, **losses[k], "seconds": seconds})
-            if kind == "classification" and shard.rank == 0:
-                # Model selection on the validation split only (never on test), seed by seed.
-                errors = validation_errors(accelerator, net, data)
-                for k in live:
-                    curve[k][-1]["validation_error"] = errors[k]
-                improved = [k for k in live if best[k] is None or errors[k] < best[k]["validation_error"]]
-                trained = _state(accelerator, net) if improved else {}  # one copy for all seeds
-                for k in improved:
-                    best[k] = {"validation_error": errors[k], "epoch": epoch + 1,
-                               "model": _seed_state(trained, k)}
-            summary = {"epoch": epoch + 1, **_mean_over(curve[k][-1] for k in live), "seconds": seconds}
-            if seeds > 1:
-                summary["seeds_live"] = len(live)
-            log.info("trial %s epoch %d/%d %s", config.trial_id if seeds == 1 else
-                     f"{config.trial_id}+{seeds - 1}", epoch + 1, config.epochs,
-                     " ".join(f"{k} {v:.4g}" for k, v in summary.items() if k != "epoch"))
-            if on_epoch is not None:
-                generators = _all_generators(gens, shard)  # collective when data parallel
-                state = (TrialState(epoch + 1, [list(c) for c in curve], _state(accelerator, net),
-                                    {k: copy.deepcopy(o.state_dict()) for k, o in opts.items()},
-                                    generators, list(best), dict(ctx.diverged))
-                         if shard.rank == 0 else None)
-                on_epoch(state, summary)
-    except training.DivergedError:
-        if shard.rank != 0:
-            return []
-        return [row for k in range(seeds) for row in diverged_rows(k)]
-
-    digests = _param_digests(accelerator, net, shard)
-    if len(set(digests)) > 1:
-        # DDP that silently skipped an all-reduce would leave the ranks with different models.
-        raise RuntimeError(f"parameters differ across data-parallel ranks: {digests}")
-    if shard.rank != 0:
-        return []
-    shared_context["param_digests"] = json.dumps(digests)
-
-    net.eval()
-    trained = _state(accelerator, net)
-    out: list[dict] = []
-    for k, c in enumerate(pack):
-        if k in ctx.diverged:
-            out += diverged_rows(k)
-            continue
-        # Seed k on its own (a plain S = 1 model): the evaluations are those of a lone seed.
-        chosen = best[k] if kind == "classification" and best[k] is not None else None
-        alone = seed_model(config, parts, data, chosen["model"] if chosen else _seed_state(trained, k),
-                           accelerator.device)
-        values = EVALUATIONS[kind](c, accelerator, alone, parts, data, streams[k])
-        if chosen is not None:
-            values["classification_error_validation"] = (chosen["validation_error"], math.nan, len(data.valid_x))
-            values["selected_epoch"] = (float(chosen["epoch"]), math.nan, 0)
-        if config.variant == "dim-reduction":
-            values["dim_reduction_error"] = values[PRIMARY_METRIC[kind]]
-        last = curve[k][-1] if curve[k] else {}
-        for name in sorted(m for m in last if m.startswith("loss_")):
-            values[name] = (last[name], math.nan, len(parts.data.x))
-        if artifacts_dir is not None:
-            save_artifacts(Path(artifacts_dir) / c.trial_id, accelerator, alone, data, curve[k])
-        out += rows(k, "done", values)
-    return out
+    chosen = run.best[k] if kind == "classification" else None
+    alone = seed_model(config, run.parts, run.data, chosen["model"] if chosen else _seed_state(trained, k),
+                       run.accelerator.device)
+    seed = TrainedSeed(config, alone, run.parts.priors["z"], run.parts.n_classes, run.streams[k],
+                       run.accelerator.device)
+    values = EVALUATIONS[kind](seed, run.data)
+    if chosen is not None:
+        values["classification_error_validation"] = (chosen["validation_error"], math.nan,
+                                                     len(run.data.valid_x))
+        values["selected_epoch"] = (float(chosen["epoch"]), math.nan, 0)
+    own = variants.variant(config.variant).primary_metric
+    if own:
+        values[own] = values[EVALUATION_METRICS[kind]]
+    last = run.curve[k][-1] if run.curve[k] else {}
+    for name in sorted(m for m in last if m.startswith("loss_")):
+        values[name] = (last[name], math.nan, len(run.parts.data.x))
+    return alone, values
 
 
 def _mean_over(entries) -> dict[str, float]:
@@ -353,8 +423,8 @@ def _seed_state(state: dict, k: int) -> dict:
 def seed_model(config: TrialConfig, parts: Parts, data: datasets.Dataset, state: dict,
                device) -> torch.nn.Module:
     """A one-seed model of `config` holding `state` (a seed's slice), in eval mode."""
-    alone = model.VARIANTS[config.variant](data.image_shape, config.z_dim, config.hidden, 1,
-                                           n_classes=parts.n_classes)
+    alone = variants.network(config.variant, data.image_shape, config.z_dim, config.hidden, 1,
+                             n_classes=parts.n_classes)
     alone.load_state_dict(state)
     return alone.to(device).eval()
 
@@ -403,119 +473,29 @@ def _state(accelerator, net: torch.nn.Module) -> dict:
     return state
 
 
-def class_probabilities(accelerator, net, x: np.ndarray) -> np.ndarray:
-    """q(y|x) of every seed of `net`: (S, N, K)."""
-    was_training = net.training
-    net.eval()
-    probs = training.apply(lambda b: net.code(b)[0], torch.from_numpy(x), accelerator.device)
-    net.train(was_training)
-    return probs
+# -- artifacts ---------------------------------------------------------------------------
 
 
-def validation_errors(accelerator, net, data: datasets.Dataset) -> list[float]:
-    """Each seed's classification error on the validation split."""
-    return [metrics.classification_error(p, data.valid_y)
-            for p in class_probabilities(accelerator, net, data.valid_x)]
+def model_args(config: TrialConfig, parts: Parts, data: datasets.Dataset) -> dict:
+    """The arguments of `aae_core.variants.build` that give a saved model's shapes (nanoGPT's
+    model_args): figures rebuild the model from them, never from weight shapes."""
+    return {"variant": config.variant, "input_shape": list(data.image_shape), "z_dim": config.z_dim,
+            "hidden": list(config.hidden), "n_classes": parts.n_classes}
 
 
-# -- evaluations of one seed (a one-seed model; each returns {metric: (value, stderr, n)}) --
-
-
-def evaluate_parzen(config, accelerator, net, parts: Parts, data, streams) -> dict:
-    """Table 1's protocol: sigma chosen on validation images, the test split scored once."""
-    samples, = training.generate(net.decoder, parts.priors["z"], config.parzen_samples,
-                                 [training.generator(streams.evaluation)], accelerator.device)
-    validation = data.valid_x[: config.parzen_validation].reshape(config.parzen_validation, -1)
-    sigma = metrics.select_parzen_sigma(samples, validation, config.parzen_sigmas)
-    valid_ll = metrics.parzen_log_likelihood(samples, validation, sigma)
-    n_test = config.parzen_test or len(data.test_x)
-    test_ll = metrics.parzen_log_likelihood(samples, data.test_x[:n_test].reshape(n_test, -1), sigma)
-    mean, stderr = metrics.parzen_summary(test_ll)
-    values = {
-        "parzen_ll": (mean, stderr, n_test),
-        "parzen_sigma": (float(sigma), math.nan, len(validation)),
-        "parzen_validation_ll": (float(np.mean(valid_ll)), math.nan, len(validation)),
-    }
-    if config.parzen_samples_large:
-        values.update(evaluate_parzen_large(config, accelerator, net, parts, data, streams,
-                                            validation, n_test))
-    return values
-
-
-def evaluate_parzen_large(config, accelerator, net, parts, data, streams, validation, n_test) -> dict:
-    """Table 1's 10M column: samples decoded and consumed chunk by chunk (bounded memory).
-
-    # PAPER-GAP: how the paper chose sigma for 10M samples is not known to us; we choose it on
-    # the same validation images with the same number of samples (same stream of draws).
-    """
-    def chunks():  # the same draws for every sigma: a fresh generator from the same seed
-        gen = training.generator(streams.evaluation + 2)
-        for start in range(0, config.parzen_samples_large, 10_000):
-            n = min(10_000, config.parzen_samples_large - start)
-            yield training.generate(net.decoder, parts.priors["z"], n, [gen], accelerator.device)[0]
-
-    scores = {s: float(np.mean(metrics.parzen_log_likelihood_streaming(chunks(), validation, s)))
-              for s in config.parzen_sigmas}
-    sigma = max(scores, key=lambda s: (scores[s], -s))
-    test = data.test_x[:n_test].reshape(n_test, -1)
-    mean, stderr = metrics.parzen_summary(metrics.parzen_log_likelihood_streaming(chunks(), test, sigma))
-    return {"parzen_ll_10m": (mean, stderr, n_test),
-            "parzen_sigma_10m": (float(sigma), math.nan, len(validation))}
-
-
-def evaluate_classification(config, accelerator, net, parts, data, streams) -> dict:
-    """Table 2: error of argmax q(y|x) on the test split (the model chosen on validation)."""
-    probs, = class_probabilities(accelerator, net, data.test_x)
-    return {"classification_error": (metrics.classification_error(probs, data.test_y), math.nan,
-                                     len(data.test_y))}
-
-
-def evaluate_clustering(config, accelerator, net, parts, data, streams) -> dict:
-    """Table 3: each cluster takes the label of its most confident validation example (the
-    paper's rule); also the rules other papers use, under their own names."""
-    n_train = config.train_examples or len(data.train_x)
-    p_valid, = class_probabilities(accelerator, net, data.valid_x)
-    p_test, = class_probabilities(accelerator, net, data.test_x)
-    p_train, = class_probabilities(accelerator, net, data.train_x[:n_train])
-    n = len(data.test_y)
-    values = {
-        "clustering_error": (metrics.clustering_error(p_valid, data.valid_y, p_test, data.test_y), math.nan, n),
-        "clustering_error_majority": (metrics.clustering_error_majority(
-            p_train, data.train_y[:n_train], p_test, data.test_y), math.nan, n),
-    }
-    if parts.n_classes == data.n_classes:
-        values["clustering_error_hungarian"] = (metrics.clustering_error_hungarian(p_test, data.test_y), math.nan, n)
-    return values
-
-
-def evaluate_reconstruction(config, accelerator, net, parts, data, streams) -> dict:
-    """Squared reconstruction error per test image (summed over pixels)."""
-    x = torch.from_numpy(data.test_x)
-    y = torch.from_numpy(data.test_y)
-    errors = []
-    with torch.no_grad():
-        for i in range(0, len(x), 1000):
-            xb = x[i:i + 1000].to(accelerator.device)
-            labels = y[i:i + 1000].to(accelerator.device) if config.variant == "supervised" else None
-            errors.append((net.reconstruct(xb, labels)[0].float() - xb).pow(2).flatten(1).sum(1).cpu())
-    err = torch.cat(errors).double().numpy()
-    return {"reconstruction_error": (float(err.mean()), float(err.std(ddof=1) / math.sqrt(len(err))), len(err))}
-
-
-EVALUATIONS = {"parzen": evaluate_parzen, "classification": evaluate_classification,
-               "clustering": evaluate_clustering, "reconstruction": evaluate_reconstruction}
-
-
-def save_artifacts(directory: Path, accelerator, net, data: datasets.Dataset, curve: list[dict]) -> None:
-    """A one-seed model's weights (loadable with weights_only=True), hold-out latents and the
-    training curve."""
+def save_artifacts(directory: Path, accelerator, net, config: TrialConfig, parts: Parts,
+                   data: datasets.Dataset, curve: list[dict]) -> None:
+    """A one-seed model's weights (loadable with weights_only=True) with the arguments that
+    build it and its config, hold-out latents and the training curve."""
     import pandas as pd
 
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(_state(accelerator, net), directory / "model.pt")
+    (directory / "model_args.json").write_text(json.dumps(model_args(config, parts, data), indent=1))
+    (directory / "config.json").write_text(json.dumps(config.as_dict(), indent=1))
     x = torch.from_numpy(data.test_x)
     with torch.no_grad():
-        if isinstance(net, model.SemiSupervisedAAE):
+        if variants.variant(config.variant).categorical:
             (y_probs,), (z,) = training.apply(net.code, x, accelerator.device)
             rep, = training.apply(lambda b: net.representation(*net.code(b)), x, accelerator.device)
             arrays = {"z": z, "y_probs": y_probs, "representation": rep}

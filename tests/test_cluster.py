@@ -29,7 +29,7 @@ import psutil
 import pytest
 import torch
 
-from aae_core import datasets, training
+from aae_core import datasets, training, variants
 from bench import trial
 from bench.grids import grid_configs
 
@@ -217,7 +217,6 @@ def test_ranks_share_every_minibatch_and_together_see_the_epoch():
     x = torch.arange(50, dtype=torch.float32).reshape(50, 1)
     seeds = 2
     seen: dict[int, list[list[list[int]]]] = {}  # rank -> step -> seed -> example ids
-    original = training.STEPS["unsupervised"]
 
     def record(rank):
         def step(ctx, xb, yb):
@@ -233,14 +232,10 @@ def test_ranks_share_every_minibatch_and_together_see_the_epoch():
     def generators():
         return [training.generator(3), training.generator(4)]
 
-    try:
-        for rank in (None, 0, 1):
-            training.STEPS["unsupervised"] = record(rank)
-            shard = training.Shard() if rank is None else training.Shard(rank, 2)
-            training.train_epoch(context(), "unsupervised", training.TrainingData(x), batch_size=10,
-                                 data_generators=generators(), epoch=0, shard=shard)
-    finally:
-        training.STEPS["unsupervised"] = original
+    for rank in (None, 0, 1):
+        shard = training.Shard() if rank is None else training.Shard(rank, 2)
+        training.train_epoch(context(), record(rank), training.TrainingData(x), batch_size=10,
+                             data_generators=generators(), epoch=0, shard=shard)
     assert len(seen[0]) == len(seen[1]) == len(seen[None]) == 5
     for single, a, b in zip(seen[None], seen[0], seen[1], strict=True):
         for k in range(seeds):
@@ -249,7 +244,8 @@ def test_ranks_share_every_minibatch_and_together_see_the_epoch():
     assert [s[0] for s in seen[None]] != [s[1] for s in seen[None]]  # each seed its own order
     with pytest.raises(ValueError, match="labelled_generator"):
         labelled = torch.arange(10).expand(seeds, 10)
-        training.train_epoch(context(), "semi-supervised", training.TrainingData(x, None, labelled, labelled),
+        training.train_epoch(context(), variants.variant("semi-supervised").step,
+                             training.TrainingData(x, None, labelled, labelled),
                              batch_size=10, data_generators=generators(), epoch=0,
                              shard=training.Shard(0, 2))
 

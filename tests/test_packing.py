@@ -22,6 +22,14 @@ from test_sweeps import (  # noqa: F401 (ray_env: a fixture)
 
 from bench import cli, progress, results, runner
 from bench.grids import grid_configs
+from bench.packs import (
+    pack_configs,
+    pack_from_params,
+    pack_members,
+    pack_name,
+    pack_params,
+    pack_trial_ids,
+)
 
 
 def smoke(seeds: int, epochs: int = 2) -> list:
@@ -41,7 +49,7 @@ def test_seeds_of_one_config_are_packed_in_grid_order_by_seed():
     configs = grid_configs("table1", "smoke", 5)  # MNIST, then the 5 TFD folds: 6 cells x 5 seeds
     shuffled = configs[:]
     random.Random(0).shuffle(shuffled)
-    packs = runner.pack_configs(configs, 2)
+    packs = pack_configs(configs, 2)
     assert [len(p) for p in packs] == [2, 2, 1] * 6
     for pack in packs:  # members differ only in their seed
         assert len({dataclasses.replace(c, seed=0) for c in pack}) == 1
@@ -49,19 +57,19 @@ def test_seeds_of_one_config_are_packed_in_grid_order_by_seed():
     cells = [(p[0].dataset, p[0].fold) for p in packs[::3]]
     assert cells == [("mnist", None)] + [("tfd", f) for f in range(5)]
     # order within a group is by seed whatever the input order; groups by first appearance
-    for pack in runner.pack_configs(shuffled, 2):
+    for pack in pack_configs(shuffled, 2):
         assert [c.seed for c in pack] == sorted(c.seed for c in pack)
     first_cells = list(dict.fromkeys((c.dataset, c.fold) for c in shuffled))
-    assert list(dict.fromkeys((p[0].dataset, p[0].fold) for p in runner.pack_configs(shuffled, 2))) == first_cells
+    assert list(dict.fromkeys((p[0].dataset, p[0].fold) for p in pack_configs(shuffled, 2))) == first_cells
     assert sorted(c.trial_id for p in packs for c in p) == sorted(c.trial_id for c in configs)
-    assert runner.pack_configs(configs, 1) == [(c,) for c in configs]  # as before: one per trial
-    assert [len(p) for p in runner.pack_configs(configs, 10)] == [5] * 6
+    assert pack_configs(configs, 1) == [(c,) for c in configs]  # as before: one per trial
+    assert [len(p) for p in pack_configs(configs, 10)] == [5] * 6
 
 
 def test_configs_that_differ_in_more_than_the_seed_are_not_packed():
     a = smoke(2)
     b = [dataclasses.replace(c, recon_lr=0.02) for c in a]
-    packs = runner.pack_configs([a[0], b[0], a[1], b[1]], 2)
+    packs = pack_configs([a[0], b[0], a[1], b[1]], 2)
     assert [[c.trial_id for c in p] for p in packs] == [[a[0].trial_id, a[1].trial_id],
                                                         [b[0].trial_id, b[1].trial_id]]
 
@@ -71,21 +79,21 @@ def test_only_seeds_without_done_rows_are_packed(tmp_path):
     results.append_rows(tmp_path, "table1", [done_row(c) for c in configs[:3]])
     # a failed seed is pending again, and is packed with the new ones
     results.append_rows(tmp_path, "table1", [{**done_row(configs[1]), "status": "diverged"}])
-    packs = runner.pack_configs(runner.pending_configs(configs, tmp_path), 2)
+    packs = pack_configs(runner.pending_configs(configs, tmp_path), 2)
     assert [[c.seed for c in p] for p in packs] == [[1, 3], [4]]
 
 
 def test_a_tune_trial_config_holds_its_members_and_a_pack_of_one_is_a_plain_trial():
     a, b, c = smoke(3)
-    single = runner.pack_params((a,))
+    single = pack_params((a,))
     assert single == a.as_dict() | {"trial_id": a.trial_id}  # exactly an unpacked sweep's
-    assert runner.pack_from_params(single) == (a,)
-    assert runner.pack_name(runner.pack_trial_ids(single)) == a.trial_id
-    params = runner.pack_params((a, b, c))
-    assert runner.pack_from_params(params) == (a, b, c)
-    assert runner.pack_trial_ids(params) == [a.trial_id, b.trial_id, c.trial_id]
-    assert runner.pack_members(params)[1] == b.as_dict() | {"trial_id": b.trial_id}
-    assert runner.pack_name(runner.pack_trial_ids(params)) == f"{a.trial_id}+2"
+    assert pack_from_params(single) == (a,)
+    assert pack_name(pack_trial_ids(single)) == a.trial_id
+    params = pack_params((a, b, c))
+    assert pack_from_params(params) == (a, b, c)
+    assert pack_trial_ids(params) == [a.trial_id, b.trial_id, c.trial_id]
+    assert pack_members(params)[1] == b.as_dict() | {"trial_id": b.trial_id}
+    assert pack_name(pack_trial_ids(params)) == f"{a.trial_id}+2"
     # an interrupted pack is unfinished as all its members
     interrupted = SimpleNamespace(config={"config": params}, metrics={"epoch": 1}, error=None)
     assert runner._unfinished([interrupted]) == [a.trial_id, b.trial_id, c.trial_id]
@@ -136,10 +144,9 @@ def test_a_pack_starts_finishes_and_fails_as_its_members(tmp_path):
     clock = Clock()
     live = progress.Progress(tmp_path, {c.trial_id: (runner._label(c), c.epochs) for c in (a, b)},
                              out=lines.append, clock=clock)
-    trial = SimpleNamespace(config={"config": runner.pack_params((a, b))}, error_file=None)
+    trial = SimpleNamespace(config={"config": pack_params((a, b))}, error_file=None)
     callback = progress.SweepCallback("test-pack")
-    progress.LIVE["test-pack"] = live
-    try:
+    with progress.registered("test-pack", live):
         callback.on_trial_result(0, [], trial, {"started": True, "node_ip": "10.0.0.1"})
         assert lines == [f"[start] {a.trial_id} unsupervised/mnist seed 0 on 10.0.0.1",
                          f"[start] {b.trial_id} unsupervised/mnist seed 1 on 10.0.0.1"]
@@ -168,8 +175,7 @@ def test_a_pack_starts_finishes_and_fails_as_its_members(tmp_path):
         assert sorted(errors["trial_id"]) == sorted([a.trial_id, b.trial_id])
         assert sorted(errors["seed"]) == [0, 1]
         assert sum(line.startswith("[error]") for line in lines) == 2
-    finally:
-        progress.LIVE.pop("test-pack", None)
+    assert progress.live("test-pack") is None
 
 
 # -- real sweeps -----------------------------------------------------------------------------

@@ -142,6 +142,14 @@ def test_error_row_names_the_primary_metric_of_the_grid():
     row = progress.error_row(config.as_dict() | {"trial_id": config.trial_id}, "boom")
     assert row["metric"] == "classification_error" and row["status"] == "error"
     assert row["trial_id"] == config.trial_id and row["finished_at"]
+    # from the builder of done rows: what the driver knows of the run, the config, no gaps
+    known = progress.error_row(config.as_dict() | {"trial_id": config.trial_id}, "boom",
+                               {"threads": 1, "workers": 1, "seeds_per_trial": 1, "command": "x"})
+    assert known["threads"] == 1 and known["command"] == "x" and known["n"] == 0
+    for key, value in row.items():  # a row without a context lacks those, and only those
+        assert key in known and (key == "finished_at" or value == known[key]
+                                 or (math.isnan(value) and math.isnan(known[key]))), key
+    assert set(known) - set(row) == {"threads", "workers", "seeds_per_trial", "command"}
 
 
 def test_duration():

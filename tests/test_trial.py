@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from aae_core import datasets
+from aae_core import datasets, variants
+from bench.config import config_from_dict
 from bench.grids import grid_configs
-from bench.trial import TrialState, run_trial
+from bench.trial import TrialSettings, TrialState, run_trial
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def test_same_seed_same_numbers_bit_for_bit(mnist, smoke):
 
 
 def test_rows_and_artifacts(mnist, smoke, tmp_path):
-    rows = run_trial(smoke, data=mnist, threads=1, artifacts_dir=tmp_path, command="test")
+    rows = run_trial(smoke, TrialSettings(artifacts_dir=tmp_path, threads=1, command="test"), data=mnist)
     assert {r["status"] for r in rows} == {"done"}
     assert all(r["trial_id"] == smoke.trial_id and r["threads"] == 1 for r in rows)
     by_metric = {r["metric"]: r for r in rows}
@@ -50,6 +52,19 @@ def test_rows_and_artifacts(mnist, smoke, tmp_path):
     latents = np.load(directory / "latents.npz")
     assert latents["z"].shape == (10_000, 8) and latents["y"].shape == (10_000,)
     assert (directory / "curve.csv").read_text().startswith("epoch,")
+    # The checkpoint says how to build its model (nanoGPT's model_args) and which config it is.
+    args = json.loads((directory / "model_args.json").read_text())
+    assert args == {"variant": "unsupervised", "input_shape": [1, 28, 28], "z_dim": 8,
+                    "hidden": [1000, 1000], "n_classes": 10}
+    assert config_from_dict(json.loads((directory / "config.json").read_text())) == smoke
+    rebuilt = variants.build(args["variant"], args["input_shape"], args["z_dim"], args["hidden"],
+                             init_std=smoke.init_std, n_classes=args["n_classes"])
+    rebuilt.load_state_dict(state, strict=True)
+
+
+def test_settings_keywords_are_a_shorthand_for_the_record():
+    with pytest.raises(TypeError):
+        run_trial(grid_configs("table1", "smoke", 1)[0], thread=1)  # a misspelt setting
 
 
 def test_resume_from_epoch_state_equals_straight_run(mnist, smoke):
