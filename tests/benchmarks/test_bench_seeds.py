@@ -25,7 +25,7 @@ import warnings
 import pytest
 import torch
 
-from aae_core import datasets, training
+from aae_core import datasets, training, variants
 from bench.grids import grid_configs
 from bench.trial import build
 
@@ -53,14 +53,14 @@ def train_seconds(configs, data, accelerator) -> float:
     streams = [training.RandomStreams.from_seed(c.seed) for c in configs]
     ctx = training.StepContext(accelerator, parts.net, parts.opts, parts.priors, parts.settings,
                                [training.generator(s.prior) for s in streams],
-                               [training.generator(s.evaluation + 1) for s in streams])
+                               [training.generator(s.noise) for s in streams])
     warm = dataclasses.replace(parts.data, x=parts.data.x[:200])
     epoch = dict(batch_size=configs[0].batch_size, epoch=0)
-    training.train_epoch(ctx, "unsupervised", warm, data_generators=[training.generator(1) for _ in configs], **epoch)
+    training.train_epoch(ctx, variants.VARIANTS["unsupervised"].step, warm, data_generators=[training.generator(1) for _ in configs], **epoch)
     if CUDA:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    training.train_epoch(ctx, "unsupervised", parts.data,
+    training.train_epoch(ctx, variants.VARIANTS["unsupervised"].step, parts.data,
                          data_generators=[training.generator(s.data) for s in streams], **epoch)
     if CUDA:
         torch.cuda.synchronize()
