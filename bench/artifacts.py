@@ -54,15 +54,19 @@ def artifact_dir(results_dir: str | os.PathLike, grid: str, trial_id: str) -> Pa
 def find_artifacts(results_dir, frame: pd.DataFrame, grid: str, filters: Mapping[str, object],
                    files: tuple[str, ...]) -> tuple[str | None, list[TrialArtifact]]:
     """(profile, trials): the trials of `grid` whose config matches `filters` and that saved
-    every one of `files`, at the most faithful profile that has such trials."""
+    every one of `files`, at the most faithful profile that has such trials. A trial's
+    artifacts are under the grid that ran it (its rows' `grid`), which may be another grid
+    with the same cell (bench.results.select)."""
     rows = select(frame, grid, filters)
     if rows.empty:
         return None, []
     found = []
     for row in rows.drop_duplicates("trial_id").to_dict("records"):
-        directory = artifact_dir(results_dir, grid, row["trial_id"])
-        if all((directory / name).is_file() for name in files):
-            found.append((str(row["profile"]), row, directory / files[0]))
+        for ran_by in dict.fromkeys((str(row["grid"]), grid)):
+            directory = artifact_dir(results_dir, ran_by, row["trial_id"])
+            if all((directory / name).is_file() for name in files):
+                found.append((str(row["profile"]), row, directory / files[0]))
+                break
     profile = pick_profile([p for p, _, _ in found])
     chosen = [TrialArtifact(str(r["trial_id"]), int(r["seed"]), path, config_of(r),
                             str(r.get("data_source", "") or ""))

@@ -127,7 +127,7 @@ def cmd_run(args) -> int:
     resources = runner.Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent,
                                  args.workers_per_trial, args.seeds_per_trial)
     if args.dry_run:
-        _print_dry_run(configs, resources.seeds_per_trial)
+        _print_dry_run(runner.plan(configs, args.results), resources.seeds_per_trial)
         return 0
     pending = runner.pending_configs(configs, args.results)
     # Load and verify every data set first: a missing or corrupt file stops the run here,
@@ -153,15 +153,26 @@ def cmd_run(args) -> int:
     return 1 if failed else 0
 
 
-def _print_dry_run(configs: list, seeds_per_trial: int) -> None:
-    """Every trial; with packs, one line per Tune trial (as if nothing were done yet)."""
+def _print_dry_run(planned: list, seeds_per_trial: int) -> None:
+    """Every trial, with what the run will do with it (run it, or not: done, and by which grid);
+    with packs, one line per Tune trial (as if nothing were done yet)."""
     from bench import packs
 
+    configs = [p.config for p in planned]
+    states = {p.config.trial_id: p for p in planned}
+    counts: dict[str, int] = {}
+    for p in planned:
+        counts[p.state] = counts.get(p.state, 0) + 1
+    state_line = ""
+    if set(counts) - {"to run"}:
+        state_line = ": " + ", ".join(f"{n} {s}" for s, n in counts.items())
     if seeds_per_trial == 1:
         for c in configs:
+            p = states[c.trial_id]
+            state = f"  [{p.state}: {p.why}]" if p.why else ""
             print(f"{c.trial_id}  {c.grid}  {c.profile}  {c.variant}/{c.dataset}/{c.prior}  "
-                  f"seed {c.seed}  epochs {c.epochs}")
-        print(f"{len(configs)} trials")
+                  f"seed {c.seed}  epochs {c.epochs}{state}")
+        print(f"{len(configs)} trials{state_line}")
         return
     tune_trials = packs.pack_configs(configs, seeds_per_trial)
     for pack in tune_trials:
@@ -169,7 +180,8 @@ def _print_dry_run(configs: list, seeds_per_trial: int) -> None:
         print(f"{packs.pack_name([m.trial_id for m in pack])}  {c.grid}  {c.profile}  "
               f"{c.variant}/{c.dataset}/{c.prior}  seeds {', '.join(str(m.seed) for m in pack)}  "
               f"epochs {c.epochs}  trials {' '.join(m.trial_id for m in pack)}")
-    print(f"{len(configs)} trials in {len(tune_trials)} Tune trials of up to {seeds_per_trial} seeds")
+    print(f"{len(configs)} trials in {len(tune_trials)} Tune trials of up to {seeds_per_trial} "
+          f"seeds{state_line}")
 
 
 def cmd_train(args) -> int:

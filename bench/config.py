@@ -43,9 +43,11 @@ def _choice(name: str, value, valid) -> None:
 class TrialConfig:
     # -- what is studied --------------------------------------------------------------
     grid: str
-    """The grid (paper table or figure) this trial belongs to, e.g. "table1"."""
+    """The grid (paper table or figure) that asked for this trial, e.g. "table1" (a label: not
+    part of the trial id, see LABEL_FIELDS)."""
     profile: str
-    """Scale: "smoke" (seconds, tests), "quick" (minutes on a laptop CPU), "paper" (the paper's)."""
+    """Scale: "smoke" (seconds, tests), "quick" (minutes on a laptop CPU), "paper" (the paper's).
+    A label too: the fields it sets are what the trial id sees."""
     seed: int
     """Seeds init, data order and prior draws (three streams derived from it)."""
     variant: str = "unsupervised"
@@ -222,7 +224,8 @@ class TrialConfig:
 
     @property
     def trial_id(self) -> str:
-        """Stable hash of the whole config (grids grow without renaming existing trials)."""
+        """Stable hash of what the trial computes: every field but LABEL_FIELDS (grids grow
+        without renaming existing trials, and two grids asking for one config share its trial)."""
         return config_hash(self.as_dict())
 
 
@@ -238,10 +241,20 @@ def _canonical(value):
     return value
 
 
+# Fields that say who asked for a trial, not what it computes: the grid that lists it and the
+# profile it was asked at. They are left out of the trial id, so that a figure grid asking for a
+# table's config (figure9 / table3, figure11 / dim_reduction) finds that trial done, with its rows
+# and artifacts. A profile changes the numbers only through the fields it sets (epochs,
+# train_examples, the Parzen sizes), which are in the id: two configs equal in every other field
+# compute the same numbers, whichever profile named them.
+LABEL_FIELDS = ("grid", "profile")
+
+
 def config_hash(values: dict) -> str:
-    """Hash of the config. Fields set to None ("does not apply") are left out, so that a field
-    added later with a None default leaves the ids of existing trials, and their rows, valid."""
-    values = {k: v for k, v in values.items() if v is not None}
+    """Hash of the config, without its LABEL_FIELDS. Fields set to None ("does not apply") are
+    left out, so that a field added later with a None default leaves the ids of existing
+    trials, and their rows, valid."""
+    values = {k: v for k, v in values.items() if v is not None and k not in LABEL_FIELDS}
     canonical = json.dumps(_canonical(values), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

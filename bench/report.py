@@ -16,7 +16,7 @@ import pandas as pd
 
 from bench import figures as figs
 from bench import render, tables, tags
-from bench.results import read_rows
+from bench.results import in_grid, read_rows
 
 CSS = """
 body { font-family: sans-serif; margin: 2em; max-width: 1400px; color: #222; }
@@ -74,7 +74,10 @@ def provenance_lines(frame: pd.DataFrame, generator: str) -> list[str]:
 def _rows_for(spec: tables.TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return frame
-    return frame[frame["grid"].astype(str).isin(spec.grids)]
+    mask = pd.Series(False, index=frame.index)
+    for grid in spec.grids:
+        mask |= in_grid(frame, grid)
+    return frame[mask]
 
 
 def _md_header(lines: list[str]) -> str:
@@ -218,8 +221,7 @@ def markdown_for_grid(results_dir: str | os.PathLike, grid: str) -> str:
     keys = tables.tables_for_grid(grid)
     if keys:
         return "\n".join(render.render_markdown(k, frame, notes=[], card=False) for k in keys)
-    rows = frame[(frame["grid"].astype(str) == grid) & (frame["status"] == "done")] \
-        if not frame.empty else frame
+    rows = frame[in_grid(frame, grid) & (frame["status"] == "done")] if not frame.empty else frame
     if rows.empty:
         return f"No done rows for grid {grid} in {results_dir}.\n"
     out = [f"## Grid {grid} (no paper table reads it)", "", "| profile | metric | mean ± std | n |",

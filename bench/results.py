@@ -8,6 +8,7 @@ finished row is never lost. Merging keeps the newest row per (trial_id, metric).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.config import TrialConfig, config_from_dict
+from bench.config import PROFILES, TrialConfig, config_from_dict
 
 STATUSES = ("done", "diverged", "error")
 KEY = ["trial_id", "metric"]
@@ -82,6 +83,11 @@ def append_rows(results_dir: str | os.PathLike, grid: str, rows: list[dict]) -> 
         frame = merge(pd.concat([old, new], ignore_index=True))[columns]
     else:
         frame = new
+    return write_frame(path, frame)
+
+
+def write_frame(path: Path, frame: pd.DataFrame) -> Path:
+    """`frame` as the CSV `path`, atomically (a temporary file renamed over it)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", newline="") as handle:
@@ -93,9 +99,14 @@ def append_rows(results_dir: str | os.PathLike, grid: str, rows: list[dict]) -> 
     return path
 
 
-def done_trial_ids(results_dir: str | os.PathLike, grid: str) -> set[str]:
-    """Trials whose every row is `done`; failed and diverged trials are retried, never done."""
-    frame = read_rows(results_dir, grid)
+def done_trial_ids(results_dir: str | os.PathLike, grid: str | None = None) -> set[str]:
+    """Trials whose every row is `done` (in one grid's file, or in all); failed and diverged
+    trials are retried, never done."""
+    return done_ids(read_rows(results_dir, grid))
+
+
+def done_ids(frame: pd.DataFrame) -> set[str]:
+    """The trials of `frame` whose every row is `done`."""
     if frame.empty:
         return set()
     ok = frame.groupby("trial_id")["status"].agg(lambda s: bool((s == "done").all()))
@@ -148,12 +159,51 @@ def _equals(column: pd.Series, value) -> pd.Series:
     return pd.to_numeric(column, errors="coerce") == value
 
 
+def cell_key(config: TrialConfig) -> str:
+    """The id of a config's cell: its trial id at seed 0 (what the seeds of a cell share)."""
+    return dataclasses.replace(config, seed=0).trial_id
+
+
+@functools.cache
+def grid_cells(grid: str) -> frozenset[str]:
+    """The cells `grid` asks for at any profile (bench.grids); empty for a grid it does not
+    know (e.g. "train")."""
+    from bench.grids import GRIDS  # grids builds configs; results only reads them
+
+    if grid not in GRIDS:
+        return frozenset()
+    return frozenset(cell_key(c) for profile in PROFILES for c in GRIDS[grid](profile, 1))
+
+
+def trial_cells(frame: pd.DataFrame) -> pd.Series:
+    """trial_id -> its cell key, from each trial's first row (None where the row's config
+    cannot be rebuilt, e.g. a value no longer valid)."""
+    keys = {}
+    for row in frame.drop_duplicates("trial_id").to_dict("records"):
+        try:
+            keys[row["trial_id"]] = cell_key(config_of(row, check_id=False))
+        except (ValueError, TypeError, KeyError):
+            keys[row["trial_id"]] = None
+    return pd.Series(keys, dtype=object)
+
+
+def in_grid(frame: pd.DataFrame, grid: str) -> pd.Series:
+    """Rows of the trials `grid` asks for: those it ran (their `grid` column, which also holds
+    configs changed on the command line, e.g. --epochs) and those another grid ran for a cell
+    `grid` has too (a trial's id is its config alone: figure9 reads table3's trials)."""
+    mask = frame["grid"].astype(str) == grid
+    cells = grid_cells(grid)
+    if cells:
+        mask |= frame["trial_id"].map(trial_cells(frame)).isin(cells)
+    return mask
+
+
 def select(frame: pd.DataFrame, grid: str, filters: Mapping[str, object] | None = None
            ) -> pd.DataFrame:
-    """Rows of one grid whose config fields equal `filters`."""
+    """Rows of the trials of one grid (`in_grid`) whose config fields equal `filters`."""
     if frame.empty or "grid" not in frame.columns:
         return frame.iloc[0:0]
-    mask = frame["grid"].astype(str) == grid
+    mask = in_grid(frame, grid)
     for name, value in (filters or {}).items():
         if name not in frame.columns:
             return frame.iloc[0:0]
@@ -170,8 +220,9 @@ def pick_profile(profiles) -> str | None:
                                           else len(PROFILE_RANK), p))[0]
 
 
-def config_of(row: Mapping) -> TrialConfig:
-    """A trial's config from one of its rows (CSV cells: NaN for None, JSON for tuples)."""
+def config_of(row: Mapping, check_id: bool = True) -> TrialConfig:
+    """A trial's config from one of its rows (CSV cells: NaN for None, JSON for tuples).
+    `check_id`: the row's trial_id must be the config's (False: a row to migrate)."""
     values = {}
     for f in dataclasses.fields(TrialConfig):
         if f.name not in row:
@@ -188,4 +239,4 @@ def config_of(row: Mapping) -> TrialConfig:
         if base in ("int", "float", "str"):
             value = {"int": int, "float": float, "str": str}[base](value)
         values[f.name] = value
-    return config_from_dict({**values, "trial_id": row["trial_id"]})
+    return config_from_dict({**values, "trial_id": row["trial_id"]} if check_id else values)

@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from bench import results
 from bench.config import TrialConfig, config_from_dict
 from bench.packs import Pack, pack_configs, pack_from_params, pack_name, pack_params, pack_trial_ids
@@ -139,12 +141,41 @@ class SweepSummary:
                 f"({self.wall_s:.0f} s){stopped}")
 
 
+TO_RUN, DONE = "to run", "done"
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What a sweep will do with one config, and why (what `run --dry-run` prints)."""
+
+    config: TrialConfig
+    state: str
+    """TO_RUN or DONE."""
+    why: str = ""
+
+
+def plan(configs: list[TrialConfig], results_dir: str | os.PathLike) -> list[Planned]:
+    """Each config's state from the rows of every grid in `results_dir` (a trial is its config,
+    whichever grid ran it: figure9 finds table3's trials done)."""
+    frame = results.read_rows(results_dir) if Path(results_dir).is_dir() else pd.DataFrame()
+    done = results.done_ids(frame)
+    ran_by = (frame.groupby("trial_id")["grid"].agg(lambda g: sorted(set(map(str, g))))
+              if not frame.empty else pd.Series(dtype=object))
+    out = []
+    for c in configs:
+        if c.trial_id not in done:
+            out.append(Planned(c, TO_RUN))
+            continue
+        others = [g for g in ran_by.get(c.trial_id, []) if g != c.grid]
+        out.append(Planned(c, DONE, f"already run by {', '.join(others)}" if others
+                           else "already run"))
+    return out
+
+
 def pending_configs(configs: list[TrialConfig], results_dir: str | os.PathLike) -> list[TrialConfig]:
-    """Configs whose trial has no complete `done` rows yet (growable grids, reruns of failures)."""
-    done: set[str] = set()
-    for grid in {c.grid for c in configs}:
-        done |= results.done_trial_ids(results_dir, grid)
-    return [c for c in configs if c.trial_id not in done]
+    """Configs whose trial has no complete `done` rows yet (growable grids, reruns of failures).
+    Rows of every grid count: a trial is its config, whichever grid ran it."""
+    return [p.config for p in plan(configs, results_dir) if p.state == TO_RUN]
 
 
 # -- experiment records ------------------------------------------------------------------
@@ -450,7 +481,7 @@ class _Sweep:
         from bench import progress  # imports Ray: only once a sweep runs
 
         grid = self.todo[0].grid
-        before = _row_stamps(self.results_dir, grid)
+        before = _row_stamps(self.results_dir)
         wanted = {c.trial_id for c in self.todo}
         ran: set[str] = set()  # trials that wrote rows during this sweep: not run twice in it
         for experiment in find_experiments(self.storage, self.key):
@@ -469,7 +500,7 @@ class _Sweep:
             tuner = tune.Tuner.restore(str(experiment.path), trainable=self._trainable(
                 experiment, skip=set(experiment.trial_ids) - claim), resume_errored=True)
             interrupted = self._fit(tuner, claim & wanted)
-            ran |= _changed(before, _row_stamps(self.results_dir, grid))
+            ran |= _changed(before, _row_stamps(self.results_dir))
             if interrupted:
                 return True
             mark_finished(experiment, "fit returned")
@@ -566,8 +597,8 @@ def _unfinished(result_grid) -> list[str]:
     return unfinished
 
 
-def _row_stamps(results_dir: Path, grid: str) -> dict[str, str]:
-    frame = results.read_rows(results_dir, grid)
+def _row_stamps(results_dir: Path) -> dict[str, str]:
+    frame = results.read_rows(results_dir)
     if frame.empty or "finished_at" not in frame.columns:
         return {}
     return frame.groupby("trial_id")["finished_at"].agg(lambda s: "|".join(map(str, s))).to_dict()
@@ -580,10 +611,8 @@ def _changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
 def _statuses(results_dir: Path, configs: list[TrialConfig]) -> dict[str, int]:
     wanted = {c.trial_id for c in configs}
     counts: dict[str, int] = {}
-    for grid in {c.grid for c in configs}:
-        frame = results.read_rows(results_dir, grid)
-        if frame.empty:
-            continue
+    frame = results.read_rows(results_dir)
+    if not frame.empty:
         per_trial = frame[frame["trial_id"].isin(wanted)].groupby("trial_id")["status"].first()
         for status in per_trial:
             counts[status] = counts.get(status, 0) + 1

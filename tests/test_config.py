@@ -38,7 +38,7 @@ def test_trial_id_pinned():
     # A regression pin: trial ids name rows already committed in results/; a change here
     # orphans them (the next run would redo those trials).
     assert [c.trial_id for c in grid_configs("table1", "quick", 3, ("mnist",))] == [
-        "0eeeb8b53fc0abf0", "9bf7326e7547d4ab", "356bcd80ef9786b1"]
+        "7dca3f8eaf75763a", "a6e6c28a5578d680", "3977fcecda7ea7d7"]  # #14 part 3: no grid, profile
     assert config_from_dict(make(seed=2).as_dict()).trial_id == make(seed=2).trial_id
 
 

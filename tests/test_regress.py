@@ -108,7 +108,9 @@ def test_cells_become_filters(tmp_path):
 
 
 def test_several_profiles_need_a_choice(tmp_path):
-    rows = table1_rows([1.0], profile="smoke") + table1_rows([2.0], profile="quick")
+    # Two profiles name two trials only where their configs differ (the profile is no part of
+    # a trial's id): here the quick run's epochs.
+    rows = table1_rows([1.0], profile="smoke") + table1_rows([2.0], profile="quick", epochs=10)
     results = write_results(tmp_path / "r", rows)
     with pytest.raises(ValueError, match="pass profile="):
         regress.write_baseline(results, tmp_path / "b.json")
