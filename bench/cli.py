@@ -33,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run a grid (a paper table) as Ray Tune trials")
     p.add_argument("grid", help="grid name (see `aae-bench list`)")
-    p.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")
+    p.add_argument("--profile", default="quick", help="smoke | quick | long | paper (default quick)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
     p.add_argument("--results", default="results", help="directory of result rows (default results)")
     p.add_argument("--data-dir", default=None, help="directory holding the data files")
@@ -70,7 +70,7 @@ def _add_train(sub) -> None:
     p.add_argument("--clusters", type=int, default=None)
     p.add_argument("--z-dim", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")
+    p.add_argument("--profile", default="quick", help="smoke | quick | long | paper (default quick)")
     p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--data-dir", default=None)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from aae_core import datasets, priors, variants
 from bench.parzen import PARZEN_SIGMAS
 
-PROFILES = ("smoke", "quick", "paper")
+PROFILES = ("smoke", "quick", "long", "paper")
 VARIANTS = tuple(variants.VARIANTS)
 # Priors on z; the categorical prior is the prior on y of the semi-supervised family.
 PRIORS = tuple(p for p in priors.PRIORS if p != "categorical")
@@ -92,12 +92,20 @@ class TrialConfig:
     train_examples: int = 0
     """Use only the first N training examples (0 = the whole training split). Smoke runs only."""
     precision: str = "no"
-    """Accelerate mixed precision: "no" (fp32) or "bf16". fp16 is refused: on CPU Accelerate
-    silently runs it in fp32."""
+    """Accelerate mixed precision: "no" (fp32, the default; the CLI's `--precision fp32`) or
+    "bf16": every GEMM of the models in bf16 on a bf16 copy of the weights cast once per
+    optimizer step (aae_core.seeds.SeedLinear), while losses, master weights and optimizer
+    state stay fp32; the final evaluations (Parzen included) run the fp32 weights in fp32 (the
+    per-epoch validation pass of model selection runs through the prepared, autocast model).
+    fp16 is refused: on CPU Accelerate silently runs it in fp32. Part of the trial id, as
+    every field."""
 
     # -- variant-specific (None = does not apply to this variant) ------------------------
     fold: int | None = None
-    """TFD only: which of its 5 folds (0..4) gives the splits."""
+    """Retired (#14): always None. A TFD trial trains on TFD's unlabelled images, the same for
+    every fold, and is scored on all 5 folds (rows parzen_ll_fold0..4, parzen_ll = their mean),
+    so no config picks a fold. Kept as a field until bench/cli.py, bench/runner.py and
+    bench/artifacts.py stop reading `config.fold`; None leaves every trial id as it was."""
     labels: int | None = None
     """Labelled training examples (class-balanced, seeded, from the training split only):
     semi-supervised and dim-reduction (100, 1000; 0 = every training label), label-regularized
@@ -127,9 +135,11 @@ class TrialConfig:
     parzen_samples: int | None = 10_000
     """Generated samples in the Parzen window (Table 1's 10K column)."""
     parzen_validation: int | None = 1_000
-    """Validation images used to choose sigma (GAN paper protocol: 1,000)."""
+    """Validation images used to choose sigma: the first N of the validation split, 0 = all of it
+    (GAN paper protocol: 1,000 on MNIST; on TFD each fold's whole validation split, so Table 1's
+    TFD cell sets 0, and N applies to each fold's split)."""
     parzen_test: int | None = 0
-    """Test images scored (0 = the whole test split, 10,000 for MNIST)."""
+    """Test images scored (0 = the whole test split, 10,000 for MNIST; TFD: of each fold's)."""
     parzen_sigmas: tuple[float, ...] | None = field(default=PARZEN_SIGMAS)
     """Candidate window widths (GAN paper protocol: numpy.logspace(-1, 0, 10))."""
     parzen_samples_large: int | None = None
@@ -150,10 +160,10 @@ class TrialConfig:
             return [n for n in names if getattr(self, n) is not None]
 
         for name in given(["z_dim", "hidden_units", "hidden_layers", "epochs", "batch_size",
-                           "parzen_samples", "parzen_validation", "parzen_samples_large"]):
+                           "parzen_samples", "parzen_samples_large"]):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)!r}")
-        for name in given(["seed", "train_examples", "parzen_test"]):
+        for name in given(["seed", "train_examples", "parzen_validation", "parzen_test"]):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0; got {getattr(self, name)!r}")
         for name in given(["prior_std", "init_std", "recon_lr", "adv_lr", "mixture_radius",
@@ -206,10 +216,9 @@ class TrialConfig:
             raise ConfigError(f"labels does not apply to variant {v}")
         if not record.takes_clusters and self.clusters is not None:
             raise ConfigError(f"clusters does not apply to variant {v}")
-        if self.dataset.startswith("tfd") and self.fold is None:
-            object.__setattr__(self, "fold", 0)
-        if self.fold is not None and not (self.dataset.startswith("tfd") and 0 <= self.fold <= 4):
-            raise ConfigError(f"fold applies to tfd only, 0..4; got {self.fold} for {self.dataset}")
+        if self.fold is not None:
+            raise ConfigError(f"fold is retired: a TFD trial trains on the unlabelled images and is "
+                              f"scored on all 5 folds; got fold={self.fold!r} (leave it None)")
         if self.labels is not None and self.labels < 0:
             raise ConfigError(f"labels must be >= 0 (0 = all); got {self.labels}")
         if self.clusters is not None and self.clusters < 2:

@@ -149,7 +149,7 @@ def trial_rows(config: TrialConfig, context: RunContext, status: str,
 # -- reading rows back: a cell's rows, the profile shown, a trial's config --------------------
 
 # Profiles from most to least faithful; a cell shows the most faithful profile that has rows.
-PROFILE_RANK = ("paper", "quick", "smoke")
+PROFILE_RANK = ("paper", "long", "quick", "smoke")
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))
 
 

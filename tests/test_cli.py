@@ -19,7 +19,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("args,words", [
-    (["run", "table1", "--profile", "huge"], "smoke, quick, paper"),
+    (["run", "table1", "--profile", "huge"], "smoke, quick, long, paper"),
     (["run", "table1", "--profile", "smoke", "--seeds", "-2"], "--seeds must be >= 1"),
     (["run", "table9"], "valid: table1"),
     (["run", "table1", "--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),

@@ -57,7 +57,7 @@ def test_parzen_sigmas_are_the_protocol_grid():
 
 
 @pytest.mark.parametrize("field,value,words", [
-    ("profile", "huge", "smoke, quick, paper"),
+    ("profile", "huge", "smoke, quick, long, paper"),
     ("variant", "nope", "unsupervised"),
     ("prior", "uniform", "gaussian"),
     ("precision", "fp16", "no, bf16"),
@@ -85,7 +85,7 @@ def test_roundtrip_through_dict_and_id_check():
 
 
 @pytest.mark.parametrize("grid", sorted(GRIDS))
-@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("profile", ["smoke", "quick", "long", "paper"])
 def test_every_grid_builds_distinct_trials(grid, profile):
     configs = grid_configs(grid, profile, 3)
     assert len({c.trial_id for c in configs}) == len(configs)
@@ -97,7 +97,7 @@ def test_every_grid_builds_distinct_trials(grid, profile):
 def test_grid_rejects_bad_names():
     with pytest.raises(ConfigError, match="valid: table1"):
         grid_configs("table9", "smoke", 1)
-    with pytest.raises(ConfigError, match="smoke, quick, paper"):
+    with pytest.raises(ConfigError, match="smoke, quick, long, paper"):
         grid_configs("table1", "medium", 1)
     with pytest.raises(ConfigError, match="--seeds"):
         grid_configs("table1", "smoke", -2)
@@ -141,3 +141,13 @@ def test_variant_defaults_are_filled_and_recorded():
     assert make(variant="dim-reduction", clusters=20, z_dim=2).head_threshold is not None
     # rebuilt from its row, a filled-in config has the same id
     assert config_from_dict(semi.as_dict()).trial_id == semi.trial_id
+
+
+def test_long_profile_is_the_paper_schedule_cut_at_100_epochs():
+    long, paper = grid_configs("table2", "long", 1)[0], grid_configs("table2", "paper", 1)[0]
+    assert long.epochs == 100
+    # the schedule is the paper profile's, and its first step (epoch 50) falls inside the run
+    assert (long.lr_decay_epochs, long.lr_decay_factors) == (paper.lr_decay_epochs, paper.lr_decay_factors)
+    assert 0 < long.lr_decay_epochs[0] < long.epochs
+    # the 10M-sample Parzen column stays a paper-profile measurement
+    assert all(c.parzen_samples_large is None for c in grid_configs("table1", "long", 1))
