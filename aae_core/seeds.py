@@ -15,6 +15,11 @@ one backward pass (`masked_step`): the seeds share no weights, so each gets exac
 gradient. SGD's momentum is elementwise, so each seed's optimizer state is its own slice of the
 state. A seed whose loss stops being finite is masked out from that step on: its loss leaves the
 sum and its gradients are zeroed, while the other seeds go on.
+
+Mixed precision (Accelerate's bf16, i.e. autocast): `SeedLinear` runs its GEMMs in bf16 on a
+bf16 copy of its weights, cast once per change of the fp32 master weights; the gradients, the
+optimizer and its state stay fp32 (see `SeedLinear.cast_weights`). On a CPU a bf16 pack still
+gives each seed exactly the bits it gets alone (tests/test_precision.py).
 """
 
 from __future__ import annotations
@@ -31,33 +36,55 @@ if TYPE_CHECKING:
     from aae_core.training import StepContext
 
 
-class _PerSeedGemm(torch.autograd.Function):
-    """(S, B, in) -> (S, B, out) as one plain GEMM per seed, written into (S, ...) buffers.
+class _SeedGemm(torch.autograd.Function):
+    """(S, B, in) -> (S, B, out): x[k] @ w[k]^T + b[k] for every seed k.
 
-    On a CPU, MKL's plain GEMM (what nn.Linear calls) runs about 1.3x faster than its batched
-    one at the paper's sizes (tests/benchmarks/test_bench_seeds.py measures the training loop),
-    and a GEMM per seed gives every seed exactly the bits it gets alone."""
+    (w, b) are what the products read, (weight, bias) the parameters that receive the
+    gradients: the same tensors at full precision, or under autocast the parameters'
+    low-precision copy (`SeedLinear.cast_weights`), so that the GEMMs run in bf16 on weights
+    cast once per optimizer step instead of on every use. A low-precision gradient is cast to
+    its parameter's dtype (fp32) by autograd, which casts every gradient to its input's dtype:
+    the optimizer and its state see fp32 only.
+
+    On a CPU, one plain GEMM per seed, written into (S, ...) buffers: MKL's plain GEMM (what
+    nn.Linear calls) runs about 1.3x faster than its batched one at the paper's sizes
+    (tests/benchmarks/test_bench_seeds.py measures the training loop), and a GEMM per seed
+    gives every seed exactly the bits it gets alone. Elsewhere one batched kernel (bmm)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        out = x.new_empty(x.shape[0], x.shape[1], weight.shape[1])
-        for k in range(weight.shape[0]):
-            torch.addmm(bias[k], x[k], weight[k].t(), out=out[k])
+    def forward(ctx, x, weight, bias, w, b):
+        ctx.save_for_backward(x, w)
+        if x.device.type != "cpu":
+            return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+        out = x.new_empty(x.shape[0], x.shape[1], w.shape[1])
+        for k in range(w.shape[0]):
+            torch.addmm(b[k], x[k], w[k].t(), out=out[k])
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        need_x, need_weight, need_bias = ctx.needs_input_grad
+        x, w = ctx.saved_tensors
+        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad_bias = grad.sum(1) if need_bias else None
+        if x.device.type != "cpu":
+            return (torch.bmm(grad, w) if need_x else None,
+                    torch.bmm(grad.transpose(1, 2), x) if need_weight else None, grad_bias, None, None)
         grad_x = x.new_empty(x.shape) if need_x else None
-        grad_weight = torch.empty_like(weight) if need_weight else None
-        for k in range(weight.shape[0]):  # seed by seed, while its slices are in cache
+        grad_weight = torch.empty_like(w) if need_weight else None
+        for k in range(w.shape[0]):  # seed by seed, while its slices are in cache
             if need_x:
-                torch.mm(grad[k], weight[k], out=grad_x[k])
+                torch.mm(grad[k], w[k], out=grad_x[k])
             if need_weight:
                 torch.mm(grad[k].t(), x[k], out=grad_weight[k])
-        return grad_x, grad_weight, grad.sum(1) if need_bias else None
+        return grad_x, grad_weight, grad_bias, None, None
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast runs matrix products in on `device` (bf16 under Accelerate's
+    mixed_precision="bf16"), or None when autocast is off there."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return None
 
 
 def seedwise(fn, *tensors: torch.Tensor) -> torch.Tensor:
@@ -84,20 +111,46 @@ class SeedLinear(nn.Module):
 
     Weight (S, out, in), bias (S, out): nn.Linear's layout with a seed dimension in front.
     On an accelerator the S products are one batched kernel (`baddbmm`), which is where
-    batching seeds pays; on a CPU they are S plain GEMMs (see `_PerSeedGemm`).
+    batching seeds pays; on a CPU they are S plain GEMMs (see `_SeedGemm`).
+
+    Mixed precision: under autocast (bf16) the products run in autocast's dtype on a copy of
+    the weights in that dtype, made once after each change of the parameters (an optimizer
+    step, a load; see `cast_weights`) and read by every use until the next one; the fp32
+    parameters stay the master weights. Without autocast nothing is cast: fp32 runs keep
+    every bit of the runs made before mixed precision existed.
     """
 
     def __init__(self, n_in: int, n_out: int, seeds: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(seeds, n_out, n_in))
         self.bias = nn.Parameter(torch.empty(seeds, n_out))
+        self._cast: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:  # (B, in): shared by every seed
-            x = x.expand(self.weight.shape[0], *x.shape)
-        if x.device.type == "cpu" and not torch.is_autocast_enabled("cpu") and x.dtype == self.weight.dtype:
-            return _PerSeedGemm.apply(x, self.weight, self.bias)
+        dtype = autocast_dtype(x.device)
+        if dtype is not None:
+            w, b = self.cast_weights(dtype)
+            return _SeedGemm.apply(self._with_seeds(x.to(dtype)), self.weight, self.bias, w, b)
+        x = self._with_seeds(x)
+        if x.device.type == "cpu" and x.dtype == self.weight.dtype:
+            return _SeedGemm.apply(x, self.weight, self.bias, self.weight, self.bias)
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+
+    def _with_seeds(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in), shared by every seed, as (S, B, in) (a view); (S, B, in) as it is."""
+        return x.expand(self.weight.shape[0], *x.shape) if x.dim() == 2 else x
+
+    @torch.no_grad()
+    def cast_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weight and bias in `dtype`, cast again only when the parameters have changed
+        since the last cast. Every in-place change (the optimizer's update, `initialise`,
+        load_state_dict) bumps a tensor's version counter; a move to another device (or a
+        new storage) changes its data pointer. Each cast is a new tensor, never written into
+        the old one, which a pending backward pass may still hold."""
+        key = (dtype, self.weight.data_ptr(), self.weight._version, self.bias.data_ptr(), self.bias._version)
+        if self._cast is None or self._cast[0] != key:
+            self._cast = (key, self.weight.to(dtype), self.bias.to(dtype))
+        return self._cast[1], self._cast[2]
 
     def extra_repr(self) -> str:
         seeds, n_out, n_in = self.weight.shape
