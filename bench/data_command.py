@@ -48,15 +48,21 @@ def fetch(name: str, data_dir: str | None) -> str:
         )
     checked = ", ".join(checked)
     c, h, w = dataset.image_shape
+    if dataset.folds is None:
+        counts = f"{len(dataset.train_y)} train / {len(dataset.valid_y)} valid / {len(dataset.test_y)} test images"
+    else:
+        counts = (f"{len(dataset.train_y)} unlabelled (train) images, {len(dataset.folds)} folds of "
+                  + ", ".join(f"{len(f.valid_y)}/{len(f.test_y)}" for f in dataset.folds)
+                  + " valid/test images")
     return (
         f"{name}: {got}{checked}. Found in: {dataset.source}. "
-        f"{len(dataset.train_y)} train / {len(dataset.valid_y)} valid / {len(dataset.test_y)} test images "
-        f"of {c}x{h}x{w}, {dataset.n_classes} classes. Split: {dataset.split}"
+        f"{counts} of {c}x{h}x{w}, {dataset.n_classes} classes. Split: {dataset.split}"
     )
 
 
 def _table(summary: dict) -> str:
-    """Aligned text: a header, then one row per split with n, shape and per-label counts."""
+    """Aligned text: a header, then one row per split with n, shape and per-label counts; for
+    TFD also one row per fold with its train / valid / test counts."""
     splits = summary["splits"]
     labels = list(dict.fromkeys(k for s in splits.values() for k in s["label_counts"]))
     header = ["split", "n", "shape", *(f"y={k}" for k in labels)]
@@ -69,6 +75,9 @@ def _table(summary: dict) -> str:
         ]
         for part, s in splits.items()
     ]
+    folds = summary.get("folds", [])
+    if folds:  # TFD: train is the unlabelled part; valid and test alone are fold 0's
+        rows[0][0], rows[1][0], rows[2][0] = "train (unlabelled)", "valid (fold 0)", "test (fold 0)"
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -78,13 +87,29 @@ def _table(summary: dict) -> str:
         )
 
     c, h, w = summary["image_shape"]
+    if folds:
+        n_images = f"{splits['train']['n']} unlabelled images (the training set) and {len(folds)} folds"
+    else:
+        n_images = f"{sum(s['n'] for s in splits.values())} images"
     return "\n".join(
         [
-            f"{summary['name']}: {sum(s['n'] for s in splits.values())} images of {c}x{h}x{w}, {summary['n_classes']} classes",
+            f"{summary['name']}: {n_images} of {c}x{h}x{w}, {summary['n_classes']} classes",
             f"found in: {summary['source']}",
             f"split: {summary['split']}",
             "",
             line(header),
             *(line(row) for row in rows),
+            *_folds_table(folds),
         ]
     )
+
+
+def _folds_table(folds: list[dict]) -> list[str]:
+    """TFD: one line per fold with its train (labelled, not trained on), valid and test counts."""
+    if not folds:
+        return []
+    header = ["fold", "train (not trained on)", "valid", "test"]
+    rows = [[str(f["fold"]), str(f["train"]), str(f["valid"]), str(f["test"])] for f in folds]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return ["", *("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True))
+                  for row in [header, *rows])]

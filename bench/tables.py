@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench import metrics, paper, tags
+from bench import paper, tags
 from bench.results import CONFIG_FIELDS, pick_profile, select
 
 VERDICT_PROFILE = "paper"
@@ -43,10 +43,11 @@ VERDICT_RULE = (
 )
 CELL_NOTE = (
     "Our cells: mean ± std over seeds (status done only; std with ddof=1) and n seeds; in "
-    "Table 1 written 'mean ± std (seed std, n=...)' and followed by 's.e. over test points': each "
-    "seed's standard error of its mean log-likelihood over the test images (std/√N, the stderr "
-    "of its row; for TFD first averaged over its folds), averaged over the seeds, the kind of ± "
-    "the paper prints; the profile; compute = the sum over the cell's trials (every status) of their wall-clock "
+    "Table 1 written 'mean ± std (seed std, n=...)' and followed by the kind of ± the paper prints, "
+    "averaged over the seeds: on MNIST 's.e. over test points', each seed's standard error of its "
+    "mean log-likelihood over the test images (std/√N, the stderr of its row); on TFD 's.e. across "
+    "folds', each seed's standard error across the 5 folds of its per-fold means (the stderr of "
+    "its parzen_ll row, whose value is the mean over the folds); the profile; compute = the sum over the cell's trials (every status) of their wall-clock "
     "seconds, in hours, as GPU-h for trials on a CUDA device and CPU-h otherwise (hours of one "
     "trial process, not multiplied by its threads); diverged / error trial counts; the verdict. "
     "'not run': the study has this cell but no rows yet. '—': not part of the study / no number."
@@ -74,6 +75,8 @@ class Column:
     label: str
     ours: CellSpec | None
     """None: we do not run this cell (it holds another method's number only)."""
+    stderr: str = "s.e. over test points"
+    """What the stderr column of the cell's metric is (shown where the table has test_stderr)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class TableSpec:
         return sorted({c.ours.grid for c in self.columns if c.ours})
 
 
+TFD_STDERR = "s.e. across folds"
 _PARZEN_FIELDS = ("data_split", "epochs", "parzen_samples", "parzen_validation", "parzen_test",
                   "parzen_sigmas")
 _LABEL_FIELDS = ("data_split", "subset_hash", "epochs")
@@ -129,11 +133,11 @@ TABLES: dict[str, TableSpec] = {
             Column("mnist_10k", "MNIST, 10K samples",
                    CellSpec("table1", "parzen_ll", {"dataset": "mnist"})),
             Column("tfd_10k", "TFD, 10K samples",
-                   CellSpec("table1", "parzen_ll", {"dataset": "tfd"})),
+                   CellSpec("table1", "parzen_ll", {"dataset": "tfd"}), TFD_STDERR),
             Column("mnist_10m", "MNIST, 10M samples",
                    CellSpec("table1", "parzen_ll_10m", {"dataset": "mnist"})),
             Column("tfd_10m", "TFD, 10M samples",
-                   CellSpec("table1", "parzen_ll_10m", {"dataset": "tfd"})),
+                   CellSpec("table1", "parzen_ll_10m", {"dataset": "tfd"}), TFD_STDERR),
         ),
         decimals=1,
         rules=(
@@ -143,6 +147,11 @@ TABLES: dict[str, TableSpec] = {
              "parzen_validation validation images as the grid value with the best mean "
              "log-likelihood; the test split (parzen_test images, 0 = all) scored once with it; "
              "± of a single trial is std/sqrt(N) over test images."),
+            ("TFD", "the GAN protocol: one model per seed, trained on TFD's unlabelled images "
+             "(never on a fold's validation or test image), scored on each of the 5 folds: sigma "
+             "chosen on the fold's whole validation split (parzen_validation 0), the fold's test "
+             "split scored once with it (rows parzen_ll_fold0..4); a trial's value is the mean over "
+             "its folds and its ± the standard error across folds."),
         ),
         protocol_fields=_PARZEN_FIELDS,
         per_seed=(("chosen sigma", "parzen_sigma"),),
@@ -300,11 +309,9 @@ class CellResult:
     configs: int
     trials: pd.DataFrame
     """Every row (all metrics, all statuses) of the cell's trials at `profile`."""
-    folds: tuple[float, float, int] | None = None
-    """TFD: (mean, standard error across folds, n folds) of the per-fold means (averaged over
-    seeds), as the GAN paper reports it (bench.metrics.parzen_over_folds)."""
     stderrs: list[float] = field(default_factory=list)
-    """Per seed (as `values`): the mean over its rows (folds) of the metric's stderr column."""
+    """Per seed (as `values`): the metric's stderr column (over test points; across folds for
+    TFD, whose value is already the mean over its folds)."""
 
     @property
     def test_stderr(self) -> float:
@@ -344,21 +351,15 @@ def summarize(frame: pd.DataFrame, spec: CellSpec) -> CellResult | None:
               if per_trial_status.get(s, 0)}
     cols = [c for c in CONFIG_FIELDS if c in done.columns and c not in _POOL_IGNORE]
     configs = int(done[cols].astype(str).drop_duplicates().shape[0]) if cols and len(done) else 0
-    per_seed = pd.to_numeric(done["value"]).groupby(done["seed"].astype(int))
-    # TFD: a seed's value is the mean over its folds (the GAN paper's protocol; the spread
-    # across folds of one seed is metrics.parzen_over_folds, in the protocol card's data).
-    values = per_seed.mean()
+    # One trial per seed (a TFD trial scores every fold itself: its value is their mean).
+    values = pd.to_numeric(done["value"]).groupby(done["seed"].astype(int)).mean()
     stderrs = (pd.to_numeric(done["stderr"], errors="coerce").groupby(done["seed"].astype(int))
                .mean().reindex(values.index) if "stderr" in done.columns else None)
-    folds = None
-    if "fold" in done.columns and done["fold"].notna().any() and done["fold"].nunique() > 1:
-        per_fold = pd.to_numeric(done["value"]).groupby(done["fold"].astype(int)).mean()
-        folds = (*metrics.parzen_over_folds(list(per_fold)), len(per_fold))
     return CellResult(
         spec=spec, profile=profile, seeds=[int(s) for s in values.index],
         values=[float(v) for v in values],
         failed=failed, compute=compute_hours(at), other_profiles=others, configs=configs,
-        trials=at, folds=folds,
+        trials=at,
         stderrs=[] if stderrs is None else [float(s) for s in stderrs],
     )
 
@@ -411,12 +412,9 @@ def our_cell(spec: TableSpec, column: Column, result: CellResult | None) -> Cell
     std = "—" if not math.isfinite(result.std) else _fmt(result.std, d)
     spread = f"seed std, n={result.n}" if spec.test_stderr else f"n={result.n}"
     lines = [f"{_fmt(result.mean, d)} ± {std} ({spread})" if result.n else "no done trial"]
-    if result.folds is not None:
-        mean, stderr, k = result.folds
-        lines.append(f"over {k} folds: {_fmt(mean, d)} ± {_fmt(stderr, d)} (SE across folds)")
     if spec.test_stderr and result.n:
         test = result.test_stderr
-        lines.append(f"s.e. over test points {'—' if not math.isfinite(test) else _fmt(test, d)}"
+        lines.append(f"{column.stderr} {'—' if not math.isfinite(test) else _fmt(test, d)}"
                      " (mean over seeds)")
     lines += [f"profile {result.profile}", _hours(result.compute)]
     if result.failed:
@@ -468,6 +466,18 @@ def _distinct(rows: pd.DataFrame, column: str) -> list[str]:
             if str(v) != ""]
 
 
+def _per_fold(trials: pd.DataFrame, metric: str) -> dict[int, dict[int, float]]:
+    """{fold: {seed: value}} of the done rows of `metric`_fold<k> (TFD), folds in order."""
+    names = trials["metric"].astype(str)
+    prefix = f"{metric}_fold"
+    found = trials[names.str.startswith(prefix) & names.str[len(prefix):].str.isdigit()
+                   & (trials["status"] == "done")]
+    out: dict[int, dict[int, float]] = {}
+    for row in found.itertuples():
+        out.setdefault(int(str(row.metric)[len(prefix):]), {})[int(row.seed)] = float(row.value)
+    return dict(sorted(out.items()))
+
+
 def _short_list(value) -> str:
     try:
         items = json.loads(value) if isinstance(value, str) else list(value)
@@ -501,12 +511,24 @@ def protocol_card(view: TableView, notes: list[tags.Note]) -> list[tuple[str, st
             values = _distinct(result.trials, name)
             if values:
                 parts.append(f"{name} {' | '.join(values)}")
+        per_fold = _per_fold(result.trials, column.ours.metric)
+        if per_fold:
+            parts.append("per fold, mean over seeds: " + ", ".join(
+                f"fold {k} {_fmt(float(np.mean(list(v.values()))), spec.decimals)}"
+                for k, v in per_fold.items()))
         for label, metric in spec.per_seed:
             chosen = result.trials[(result.trials["metric"] == metric)
                                    & (result.trials["status"] == "done")].sort_values("seed")
             if not chosen.empty:
                 parts.append(f"{label} per seed: " + ", ".join(
                     f"seed {int(r.seed)}: {float(r.value):.4g}" for r in chosen.itertuples()))
+            by_fold = _per_fold(result.trials, metric)
+            if by_fold:
+                seeds = sorted({s for v in by_fold.values() for s in v})
+                parts.append(f"{label} per seed and fold (folds {', '.join(map(str, by_fold))}): "
+                             + ", ".join(f"seed {s}: " + " / ".join(
+                                 f"{v[s]:.4g}" if s in v else "—" for v in by_fold.values())
+                                 for s in seeds))
         if result.other_profiles:
             parts.append("also in results (not shown): " + ", ".join(
                 f"{p} ({k} trials)" for p, k in sorted(result.other_profiles.items())))

@@ -223,7 +223,7 @@ def run_trial(
     if settings.threads:
         torch.set_num_threads(settings.threads)
     if data is None:
-        data = datasets.load(config.dataset, settings.data_dir, fold=config.fold or 0)
+        data = datasets.load(config.dataset, settings.data_dir)
     accelerator = Accelerator(cpu=settings.cpu, mixed_precision=config.precision)
     if settings.threads:  # again: a multi-process Accelerator sets its own thread count
         torch.set_num_threads(settings.threads)

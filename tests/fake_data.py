@@ -2,7 +2,7 @@
 
 Pixel values follow `pattern`, distinct along every axis, so a test can tell where each stored
 pixel ended up. The real SVHN/TFD checksums cannot match these files: `pin` patches them into
-aae_core.datasets.CHECKSUMS for one test.
+aae_core.files.CHECKSUMS for one test.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from aae_core import datasets, files
+from aae_core import files
 
 
 def pattern(i: np.ndarray, c: np.ndarray, h: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -38,20 +38,31 @@ def write_svhn(path: Path, n: int, *, first_label: int = 1) -> tuple[np.ndarray,
     return expected_x, np.where(y == 10, 0, y).astype(np.int64)
 
 
+def tfd_unlabelled(n: int) -> int:
+    """How many of n fake TFD images are unlabelled: the first half (the real file: ~98K of 102K)."""
+    return n // 2
+
+
 def tfd_folds(n: int) -> np.ndarray:
-    """(n, 5) fold codes: 0 unused, 1 train, 2 valid, 3 test; each fold assigns them differently."""
+    """(n, 5) fold codes laid out as in the real file: the unlabelled images 0 in every column,
+    each labelled image 1 train, 2 valid or 3 test in every fold, each fold assigning them differently."""
     i, k = np.meshgrid(np.arange(n), np.arange(5), indexing="ij")
-    return (i + k) % 4
+    codes = (i + k) % 3 + 1
+    codes[: tfd_unlabelled(n)] = 0
+    return codes
 
 
 def tfd_labels(n: int) -> np.ndarray:
-    """labs_ex values: -1 (unknown) for every 5th example, else 1..7 (spread over all fold codes)."""
+    """labs_ex values: -1 (unknown) for the unlabelled images and every 5th labelled one, else 1..7
+    (spread over all fold codes)."""
     i = np.arange(n)
-    return np.where(i % 5 == 0, -1, i % 7 + 1)
+    return np.where((i < tfd_unlabelled(n)) | (i % 5 == 0), -1, i % 7 + 1)
 
 
-def write_tfd(path: Path, n: int, *, size: int = 48, int_dtype: type = np.int32) -> np.ndarray:
-    """A TFD .mat: images uint8 (n, size, size), labs_ex/labs_id (n, 1), folds (n, 5).
+def write_tfd(path: Path, n: int, *, size: int = 48, int_dtype: type = np.int32,
+              folds: np.ndarray | None = None) -> np.ndarray:
+    """A TFD .mat: images uint8 (n, size, size), labs_ex/labs_id (n, 1), folds (n, 5)
+    (tfd_folds(n) unless given).
 
     Returns the images (n, size, size) as stored.
     """
@@ -63,7 +74,7 @@ def write_tfd(path: Path, n: int, *, size: int = 48, int_dtype: type = np.int32)
             "images": images,
             "labs_ex": tfd_labels(n)[:, None].astype(int_dtype),
             "labs_id": (np.arange(n) // 3 + 1)[:, None].astype(int_dtype),
-            "folds": tfd_folds(n).astype(int_dtype),
+            "folds": (tfd_folds(n) if folds is None else folds).astype(int_dtype),
         },
     )
     return images
@@ -89,7 +100,7 @@ def pin(monkeypatch, family: str, *paths: Path) -> None:
     """Make the checksum table accept these (fake) files for this test."""
     for path in paths:
         name = path.name.removesuffix(".gz")
-        monkeypatch.setitem(datasets.CHECKSUMS[family], name, payload_md5(path))
+        monkeypatch.setitem(files.CHECKSUMS[family], name, payload_md5(path))
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ import pytest
 from fake_data import (
     offline,  # noqa: F401  (autouse: no network, no user cache)
     pin,
+    tfd_folds,
     write_svhn,
     write_tfd,
 )
@@ -90,3 +91,24 @@ def test_fetch_tfd_says_format_checks_only(tmp_path):
     text = data_command.fetch("tfd", str(tmp_path))
     assert "TFD_48x48.mat passed the format checks only" in text and "7 classes" in text
     assert "match their known checksums" not in text
+    assert "6 unlabelled (train) images, 5 folds of" in text and "\n" not in text
+
+
+def test_info_tfd_shows_the_unlabelled_count_and_every_fold(tmp_path):
+    # Issue 14: `data info tfd` says what a TFD trial trains on (the unlabelled images) and
+    # what each fold scores.
+    write_tfd(tmp_path / "TFD_48x48.mat", 40)
+    text = data_command.info("tfd", str(tmp_path), as_json=False)
+    lines = text.splitlines()
+    assert lines[0] == "tfd: 20 unlabelled images (the training set) and 5 folds of 1x48x48, 7 classes"
+    rows = {line.split("  ")[0]: line.split() for line in lines}
+    assert rows["train (unlabelled)"][2] == "20"
+    assert "valid (fold 0)" in rows and "test (fold 0)" in rows
+    codes = tfd_folds(40)
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["fold"])
+    assert lines[header].split() == ["fold", "train", "(not", "trained", "on)", "valid", "test"]
+    for k in range(5):
+        assert lines[header + 1 + k].split() == [
+            str(k), *(str(int((codes[:, k] == c).sum())) for c in (1, 2, 3))]
+    summary = json.loads(data_command.info("tfd", str(tmp_path), as_json=True))
+    assert summary["splits"]["train"]["n"] == 20 and len(summary["folds"]) == 5

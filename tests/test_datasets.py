@@ -11,7 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from fake_data import offline, pattern, pin, tfd_folds, tfd_labels, write_svhn, write_tfd  # noqa: F401 (offline: autouse)
+from fake_data import (  # noqa: F401 (offline: autouse)
+    offline,
+    pattern,
+    pin,
+    tfd_folds,
+    tfd_labels,
+    tfd_unlabelled,
+    write_svhn,
+    write_tfd,
+)
 
 from aae_core import datasets, files
 from aae_core.datasets import DataError, Dataset
@@ -223,10 +232,11 @@ def test_unknown_name_and_bad_fold():
         DataError, match=r"unknown dataset 'cifar'; choose one of mnist, fashion-mnist, svhn"
     ):
         datasets.load("cifar")
-    with pytest.raises(DataError, match=r"mnist: fold 1 does not exist"):
+    # A TFD dataset carries every fold: no fold is picked at load (#14).
+    with pytest.raises(DataError, match=r"mnist: fold 1: no fold is chosen at load"):
         datasets.load("mnist", fold=1)
-    with pytest.raises(DataError, match=r"tfd: fold 5 does not exist; tfd allows fold 0..4"):
-        datasets.load("tfd", fold=5)
+    with pytest.raises(DataError, match=r"tfd: fold 3: no fold is chosen at load any more"):
+        datasets.load("tfd", fold=3)
 
 
 # -- real Fashion-MNIST (Debian's dataset-fashion-mnist) -----------------------------------------
@@ -459,28 +469,75 @@ def tfd_dir(tmp_path):
     return directory, images
 
 
-@pytest.mark.parametrize("fold", [0, 3])
-def test_tfd_fold_selection_labels_and_layout(tfd_dir, fold):
+def test_tfd_trains_on_the_unlabelled_images_and_carries_every_fold(tfd_dir):
+    # Issue 14: the training set is TFD's unlabelled part (folds == 0 in every column), not a
+    # fold's few labelled train images; every fold's valid / test images come along.
     directory, images = tfd_dir
-    tfd = datasets.load("tfd", directory.parent, fold=fold)  # in the tfd/ subdirectory
-    codes = tfd_folds(40)[:, fold]
-    labels = tfd_labels(40)
+    tfd = datasets.load("tfd", directory.parent)  # in the tfd/ subdirectory
+    codes, labels = tfd_folds(40), tfd_labels(40)
+    expected_y = np.where(labels > 0, labels - 1, -1)
+    unlabelled = (codes == 0).all(axis=1)
+    assert unlabelled.sum() == tfd_unlabelled(40) == 20
     assert tfd.image_shape == (1, 48, 48) and tfd.n_classes == 7
-    for part, code in (("train", 1), ("valid", 2), ("test", 3)):
-        x, y = getattr(tfd, f"{part}_x"), getattr(tfd, f"{part}_y")
-        np.testing.assert_array_equal(x[:, 0], images[codes == code] / np.float32(255))
-        np.testing.assert_array_equal(y, np.where(labels > 0, labels - 1, -1)[codes == code])
-    assert set(np.concatenate([tfd.train_y, tfd.valid_y, tfd.test_y]).tolist()) <= set(range(-1, 7))
-    assert -1 in np.concatenate([tfd.train_y, tfd.valid_y, tfd.test_y])
-    assert f"fold {fold}" in tfd.split
+    np.testing.assert_array_equal(tfd.train_x[:, 0], images[unlabelled] / np.float32(255))
+    np.testing.assert_array_equal(tfd.train_y, expected_y[unlabelled])
+    assert (tfd.train_y == -1).all()
+    assert [f.index for f in tfd.folds] == [0, 1, 2, 3, 4]
+    for fold in tfd.folds:
+        column = codes[:, fold.index]
+        for part, code in (("valid", 2), ("test", 3)):
+            x, y = getattr(fold, f"{part}_x"), getattr(fold, f"{part}_y")
+            np.testing.assert_array_equal(x[:, 0], images[column == code] / np.float32(255))
+            np.testing.assert_array_equal(y, expected_y[column == code])
+        assert fold.n_train == (column == 1).sum() > 0
+    # valid / test alone are fold 0's (what figures and saved latents read)
+    assert tfd.valid_x is tfd.folds[0].valid_x and tfd.test_y is tfd.folds[0].test_y
+    # never a fold's validation or test image among the training images (pixels tell them apart)
+    held_out = np.isin(codes, (2, 3)).any(axis=1)
+    train_pixels = {row.tobytes() for row in images[unlabelled]}
+    assert not train_pixels & {row.tobytes() for row in images[held_out]}
+    assert "train = the unlabelled images" in tfd.split and "(20," in tfd.split
+    assert "Dataset('tfd', train=20," in repr(tfd) and "folds=5" in repr(tfd)
+
+
+def test_tfd_training_set_check_is_a_hard_check(tfd_dir, monkeypatch):
+    codes = tfd_folds(40)
+    datasets.check_tfd_training_set(datasets.tfd_unlabelled(codes), codes)
+    with pytest.raises(AssertionError, match=r"holds 20 validation / test image\(s\) of some fold"):
+        datasets.check_tfd_training_set(np.arange(40), codes)
+    # load runs it on what it selects: a selection that leaks fails the load, not only a test
+    monkeypatch.setattr(datasets, "tfd_unlabelled", lambda folds: np.arange(len(folds)))
+    with pytest.raises(AssertionError, match="validation / test image"):
+        datasets.load("tfd", tfd_dir[0])
+
+
+def test_tfd_images_labelled_in_some_folds_only_are_never_trained_on(tmp_path):
+    codes = tfd_folds(40)
+    codes[0, 2] = 3  # unlabelled but for one fold, where it is a test image
+    codes[25, 1] = 0  # labelled but for one fold
+    write_tfd(tmp_path / "TFD_48x48.mat", 40, folds=codes)
+    tfd = datasets.load("tfd", tmp_path)
+    assert len(tfd.train_y) == 19
+    assert "2 image(s) labelled in some folds only, unused" in tfd.split
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda c: c.__setitem__(slice(None), np.maximum(c, 1)), "no unlabelled image"),
+    (lambda c: c[:, 3].__setitem__(c[:, 3] == 2, 1), "fold 3 has 0 valid"),
+])
+def test_tfd_without_unlabelled_or_valid_images_is_refused(tmp_path, change, message):
+    codes = tfd_folds(40)
+    change(codes)
+    write_tfd(tmp_path / "TFD_48x48.mat", 40, folds=codes)
+    with pytest.raises(DataError, match=message):
+        datasets.load("tfd", tmp_path)
 
 
 def test_tfd_folds_stored_as_double(tmp_path):
     write_tfd(tmp_path / "TFD_48x48.mat", 16, int_dtype=np.float64)
-    tfd = datasets.load("tfd", tmp_path, fold=1)
-    assert tfd.train_y.dtype == np.int64 and len(tfd.train_y) == int(
-        (tfd_folds(16)[:, 1] == 1).sum()
-    )
+    tfd = datasets.load("tfd", tmp_path)
+    assert tfd.train_y.dtype == np.int64 and len(tfd.train_y) == tfd_unlabelled(16)
+    assert tfd.folds[1].n_train == int((tfd_folds(16)[:, 1] == 1).sum())
 
 
 def test_tfd_96_reads_its_own_file_from_tfd_dir(tmp_path):
@@ -555,7 +612,8 @@ def test_labelled_subset_skips_unknown_labels():
     ("n_labels", "message"), [(105, "multiple"), (0, "positive"), (1010, "class 0 has 100")]
 )
 def test_labelled_subset_rejects_bad_requests(n_labels, message):
-    with pytest.raises(ValueError, match=message):
+    # DataError: the CLI prints it as one line (`train --labels 105`)
+    with pytest.raises(DataError, match=message):
         datasets.labelled_subset(np.arange(1000) % 10, n_labels, 0, 10)
 
 
@@ -631,6 +689,19 @@ def test_dataset_rejects_wrong_dtypes():
             "",
             2,
         )
+    bad_fold = datasets.Fold(3, x, np.zeros(2, np.int64), x[:, :, :1], np.zeros(2, np.int64), 0)
+    with pytest.raises(ValueError, match=r"folds\[3\]\.test_x must be float32"):
+        Dataset("toy", x, np.zeros(2, np.int64), x, np.zeros(2, np.int64), x,
+                np.zeros(2, np.int64), "", "", 2, folds=(bad_fold,))
+
+
+def test_describe_lists_every_tfd_fold(tfd_dir):
+    info = datasets.describe(datasets.load("tfd", tfd_dir[0]))
+    assert info["splits"]["train"]["n"] == 20 and info["splits"]["train"]["label_counts"]["-1"] == 20
+    codes = tfd_folds(40)
+    assert info["folds"] == [
+        {"fold": k, "train": int((codes[:, k] == 1).sum()), "valid": int((codes[:, k] == 2).sum()),
+         "test": int((codes[:, k] == 3).sum())} for k in range(5)]
 
 
 def test_cache_dir_default_and_override(monkeypatch, tmp_path):

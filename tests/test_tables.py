@@ -279,26 +279,37 @@ def test_nan_mean_is_not_reproduced_by_accident():
 
 
 def test_tfd_cell_is_the_mean_over_folds_with_the_standard_error_across_folds():
-    from report_fixtures import fake_config, fake_trial_rows
-
     from bench import metrics
 
-    # fold f, seed s: value 2000 + 10 f + s  ->  per-seed means over folds 2020 + s
+    # One TFD trial per seed, scored on all 5 folds (issue 14): fold f, seed s scores
+    # 2000 + 10 f + s, so each seed's parzen_ll (the mean over its folds) is 2020 + s and its
+    # stderr the standard error across its folds.
     rows = []
-    for fold in range(5):
-        for seed in range(3):
-            config = fake_config(seed, "paper", dataset="tfd", fold=fold, z_dim=15)
-            rows += fake_trial_rows(config, {"parzen_ll": 2000.0 + 10 * fold + seed})
+    for seed in range(3):
+        per_fold = [2000.0 + 10 * f + seed for f in range(5)]
+        mean, across = metrics.parzen_over_folds(per_fold)
+        config = fake_config(seed, "paper", dataset="tfd", z_dim=15, parzen_validation=0)
+        values = {"parzen_ll": mean, **{f"parzen_ll_fold{f}": v for f, v in enumerate(per_fold)},
+                  **{f"parzen_sigma_fold{f}": 0.2 + 0.01 * f for f in range(5)}}
+        rows += fake_trial_rows(config, values, stderrs={"parzen_ll": across})
     frame = pd.DataFrame(rows)
     result = tables.summarize(frame, tables.CellSpec("table1", "parzen_ll", {"dataset": "tfd"}))
-    assert result.seeds == [0, 1, 2]
-    assert result.values == [2020.0, 2021.0, 2022.0]
-    assert result.configs == 1  # folds are one protocol, not pooled configurations
-    mean, stderr, k = result.folds
-    assert k == 5 and mean == pytest.approx(2021.0)
-    assert stderr == pytest.approx(metrics.parzen_over_folds([2001.0 + 10 * f for f in range(5)])[1])
+    assert result.seeds == [0, 1, 2] and result.values == [2020.0, 2021.0, 2022.0]
+    assert result.configs == 1
+    across = metrics.parzen_over_folds([2000.0 + 10 * f for f in range(5)])[1]
+    assert result.stderrs == pytest.approx([across] * 3)
     view = tables.build_view(tables.TABLES["table1"], frame)
-    assert "SE across folds" in render.view_markdown(view)
+    cell = dict(view.rows)["AAE (ours)"][1]
+    assert cell.lines[:2] == ["2021.0 ± 1.0 (seed std, n=3)",
+                              f"s.e. across folds {across:.1f} (mean over seeds)"]
+    assert f"2021.0 ± 1.0 (seed std, n=3) · s.e. across folds {across:.1f}" in render.view_markdown(view)
+    card = dict(tables.protocol_card(view, []))["TFD, 10K samples"]
+    assert "per fold, mean over seeds: fold 0 2001.0, fold 1 2011.0, fold 2 2021.0" in card
+    assert ("chosen sigma per seed and fold (folds 0, 1, 2, 3, 4): seed 0: 0.2 / 0.21 / 0.22 / "
+            "0.23 / 0.24, seed 1:") in card
+    rules = dict(tables.protocol_card(view, []))
+    assert "trained on TFD's unlabelled images" in rules["TFD"]
+    assert "s.e. across folds" in tables.CELL_NOTE
 
 
 # -- issue 14, part 4: reports that say what is true ----------------------------------------
@@ -312,7 +323,7 @@ def _grid_rows(grid: str, values: dict[str, float], seeds: int = 3) -> list[dict
 
 @pytest.mark.parametrize("key", list(tables.TABLES))
 def test_each_column_reads_exactly_one_cell_of_its_grid(key):
-    # Every column's filters pick one configuration of its grid (seeds and TFD folds aside):
+    # Every column's filters pick one configuration of its grid (seeds aside):
     # nothing pooled, e.g. classification error with clustering error.
     spec = tables.TABLES[key]
     metrics = {c.ours.metric: 1.0 for c in spec.columns if c.ours}
