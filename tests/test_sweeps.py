@@ -76,10 +76,10 @@ def test_an_interrupted_tune_run_is_told_apart_from_a_finished_one():
 def test_rows_written_during_a_sweep_are_detected(tmp_path):
     row = {"trial_id": "t1", "metric": "m", "value": 1.0, "status": "done", "finished_at": "x"}
     results.append_rows(tmp_path, "g", [row])
-    before = runner._row_stamps(tmp_path, "g")
+    before = runner._row_stamps(tmp_path)
     results.append_rows(tmp_path, "g", [{**row, "trial_id": "t2"}])
     results.append_rows(tmp_path, "g", [{**row, "finished_at": "y"}])
-    assert runner._changed(before, runner._row_stamps(tmp_path, "g")) == {"t1", "t2"}
+    assert runner._changed(before, runner._row_stamps(tmp_path)) == {"t1", "t2"}
 
 
 def test_data_parallel_resources_fit_the_cluster():
