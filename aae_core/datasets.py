@@ -291,6 +291,9 @@ def load_tfd(name: str, paths: Mapping[str, Path], source: str) -> Dataset:
     """
     (fname,) = files.FILES[name]
     x, y, codes = files.read_tfd(name, paths)
+    # PAPER-GAP: the AAE paper does not say which TFD images it trained on or how it scored the
+    # folds; we follow the GAN paper's protocol, which its Table 1 compares against: train on the
+    # unlabelled images, score each fold's test images with sigma chosen on that fold's validation.
     train = tfd_unlabelled(codes)
     check_tfd_training_set(train, codes)
     if not train.size:
