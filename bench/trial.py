@@ -224,6 +224,7 @@ def run_trial(
         torch.set_num_threads(settings.threads)
     if data is None:
         data = datasets.load(config.dataset, settings.data_dir)
+    _allow_precision(config.precision)
     accelerator = Accelerator(cpu=settings.cpu, mixed_precision=config.precision)
     if settings.threads:  # again: a multi-process Accelerator sets its own thread count
         torch.set_num_threads(settings.threads)
@@ -407,6 +408,17 @@ def evaluate_seed(run: Run, k: int, trained: dict) -> tuple[torch.nn.Module, dic
         values[name] = (last[name], math.nan, len(run.parts.data.x))
     return alone, values
 
+
+def _allow_precision(precision: str) -> None:
+    """Accelerate keeps one process-wide state and refuses an Accelerator of another precision
+    in the same process (a pytest run, a reused Ray worker given trials of both precisions, a
+    cost calibration before the trial). One process, one trial at a time: reset it. With
+    several processes the launcher fixes the precision of every rank anyway."""
+    from accelerate.state import AcceleratorState
+
+    current = AcceleratorState._shared_state.get("_mixed_precision")
+    if current is not None and current != precision and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 def _mean_over(entries) -> dict[str, float]:
     """The mean of each loss over the seeds' entries of one epoch (what the progress line shows)."""

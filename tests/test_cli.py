@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def test_dry_run_prints_trials(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "run", "table1", "--profile", "smoke", "--seeds", "3",
                            "--dry-run", "--results", str(tmp_path))
     assert code == 0
-    assert out.strip().splitlines()[-1] == "18 trials"  # 3 MNIST + 5 TFD folds x 3
+    assert out.strip().splitlines()[-1] == "6 trials"  # 3 MNIST + 3 TFD (one per seed, every fold scored)
     assert not list(tmp_path.iterdir())
 
 
@@ -140,3 +141,19 @@ def test_data_info_and_fetch_commands(capsys, mnist_dir):
     assert code == 0 and "mnist" in out
     code, out, err = run_cli(capsys, "data", "info", "cifar")
     assert code == 2 and "mnist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_precision_flag_gives_bf16_trials_with_their_own_ids(capsys, tmp_path, mnist_dir):
+    """--precision bf16 on train: a bf16 config (new trial id, precision recorded), and a bf16
+    trial after an fp32 one in the same process (Accelerate's state is per process)."""
+    common = ["train", "--variant", "unsupervised", "--profile", "smoke", "--epochs", "1",
+              "--data-dir", str(mnist_dir), "--out", str(tmp_path), "--json"]
+    code32, out32, _ = run_cli(capsys, *common)
+    code16, out16, err = run_cli(capsys, *common, "--precision", "bf16")
+    assert (code32, code16) == (0, 0), err
+    fp32, bf16 = json.loads(out32), json.loads(out16)
+    assert fp32["trial_id"] != bf16["trial_id"]
+    assert json.loads((tmp_path / bf16["trial_id"] / "config.json").read_text())["precision"] == "bf16"
+    assert json.loads((tmp_path / fp32["trial_id"] / "config.json").read_text())["precision"] == "no"
+    code, _, err = run_cli(capsys, *common, "--precision", "fp16")
+    assert code == 2 and "'bf16', 'fp32'" in err and len(err.strip().splitlines()) == 1
