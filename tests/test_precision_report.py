@@ -1,0 +1,48 @@
+"""bench.precision: fp32 against bf16 per cell, on fabricated rows with known answers."""
+
+import pandas as pd
+import pytest
+
+from bench import precision, results
+from tests.report_fixtures import fake_config, fake_trial_rows
+
+
+def rows(lls_fp32, lls_bf16, *, wall_fp32=3600.0, wall_bf16=2400.0, **changes):
+    out = []
+    for precision_name, lls, wall in (("no", lls_fp32, wall_fp32), ("bf16", lls_bf16, wall_bf16)):
+        for seed, ll in enumerate(lls):
+            config = fake_config(seed, "quick", precision=precision_name, **changes)
+            out += fake_trial_rows(config, {"parzen_ll": ll, "parzen_sigma": 0.2}, wall_s=wall)
+    return results.to_frame(out)
+
+
+def test_a_shift_within_the_seed_noise_allows_bf16():
+    (c,) = precision.compare(rows([300.0, 302.0, 304.0], [301.0, 303.0, 305.0]))
+    assert c.metric == "parzen_ll" and c.variant == "unsupervised"
+    assert c.fp32 == (300.0, 302.0, 304.0) and c.bf16 == (301.0, 303.0, 305.0)
+    assert c.difference.delta == pytest.approx(1.0)
+    assert c.bf16_allowed and not c.difference.significant
+    assert c.speedup == pytest.approx(1.5)  # 1 h against 40 min per seed
+
+
+def test_a_shift_beyond_two_standard_errors_keeps_bf16_off():
+    (c,) = precision.compare(rows([300.0, 300.5, 301.0], [310.0, 310.5, 311.0]))
+    assert not c.bf16_allowed and c.difference.significant
+    text = precision.markdown([c], ["made by a test"])
+    assert "bf16 stays off for this variant" in text and "beyond 2 s.e." in text
+
+
+def test_cells_pair_only_the_same_config_and_need_both_precisions():
+    frame = pd.concat([rows([300.0, 302.0], [301.0, 303.0]),
+                       rows([200.0, 201.0], [200.5, 201.5], z_dim=10)])
+    assert len(precision.compare(frame)) == 2
+    only_fp32 = frame[frame["precision"] == "no"]
+    assert precision.compare(only_fp32) == []
+    assert "No cell has done rows in both precisions" in precision.markdown([], [])
+
+
+def test_diverged_trials_are_left_out():
+    frame = rows([300.0, 302.0, 304.0], [301.0, 303.0, 305.0])
+    frame.loc[(frame["precision"] == "bf16") & (frame["seed"] == 2), "status"] = "diverged"
+    (c,) = precision.compare(frame)
+    assert c.bf16 == (301.0, 303.0)
