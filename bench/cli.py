@@ -57,7 +57,11 @@ def _add_run(sub) -> None:
                    help="override the profile's epochs (a different config: new trial ids)")
     p.add_argument("--dataset", action="append", default=[],
                    help="run only this data set's cells (repeatable)")
-    p.add_argument("--dry-run", action="store_true", help="print the trials and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the trials (and which are done or stale, and why) and exit")
+    p.add_argument("--keep-old-versions", action="store_true",
+                   help="count a trial done by older training code (an older TRAINING_VERSION) "
+                        "as done; by default it runs again, its old rows kept")
     p.add_argument("--no-table", action="store_true", help="do not print the table at the end")
     _add_precision(p)
 
@@ -145,16 +149,17 @@ def cmd_run(args) -> int:
     resources = runner.Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent,
                                  args.workers_per_trial, args.seeds_per_trial)
     if args.dry_run:
-        _print_dry_run(runner.plan(configs, args.results), resources.seeds_per_trial)
+        _print_dry_run(runner.plan(configs, args.results, args.keep_old_versions),
+                       resources.seeds_per_trial)
         return 0
-    pending = runner.pending_configs(configs, args.results)
+    pending = runner.pending_configs(configs, args.results, args.keep_old_versions)
     # Load and verify every data set first: a missing or corrupt file stops the run here,
     # before Ray starts and before anything is written.
     data = {(c.dataset, c.fold or 0): None for c in pending}
     data = {key: datasets.load(key[0], args.data_dir, fold=key[1]) for key in data}
     summary = runner.run_sweep(configs, data, results_dir=args.results, storage=args.storage,
                                address=args.address, resources=resources,
-                               command=_command_line())
+                               command=_command_line(), keep_old_versions=args.keep_old_versions)
     print(summary.line())
     if summary.interrupted:
         finished = sum(n for s, n in summary.statuses.items() if s != "not run")

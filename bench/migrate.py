@@ -3,7 +3,13 @@
 Trial ids: a trial's id used to hash its grid and profile too; it is now its config alone
 (bench.config.LABEL_FIELDS). Each row's id is recomputed from the row's own config
 (`config_of`), the old id kept in the column `legacy_trial_id`, and each trial's artifact
-directory `artifacts/<grid>/<old id>/` renamed to the new id. Running it again changes nothing.
+directory `artifacts/<grid>/<old id>/` renamed to the new id.
+
+Training versions: a row without `training_version` gets the version of the code at its
+`commit`, from this repository's git history (bench.versions.training_version_of_commit: 1 before
+the seed-batching commit a99f140, 2 from 4310127 on); a row whose commit git does not know, or
+that falls between the two, keeps it empty (an unknown version, never pooled with known ones).
+Running it again changes nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import results
+from bench import results, versions
 from bench.results import config_of
 
 
@@ -43,6 +49,23 @@ def migrate_ids(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     return frame, changed
 
 
+def add_training_versions(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int | None]]:
+    """Rows without a training version get their commit's; commit -> version for those set."""
+    if "commit" not in frame.columns:
+        return frame, {}
+    known = (pd.to_numeric(frame["training_version"], errors="coerce").notna()
+             if "training_version" in frame.columns else pd.Series(False, index=frame.index))
+    commits = {str(c): versions.training_version_of_commit(str(c))
+               for c in frame.loc[~known, "commit"].dropna().unique()}
+    if not commits:
+        return frame, {}
+    frame = frame.copy()
+    found = frame["commit"].astype(str).map(commits)
+    column = frame["training_version"] if "training_version" in frame.columns else found
+    frame["training_version"] = column.where(known, found).astype("Int64")
+    return frame, commits
+
+
 def rename_artifacts(results_dir: Path, grid: str, changed: dict[str, str]) -> list[str]:
     """artifacts/<grid>/<old>/ -> artifacts/<grid>/<new>/ (never over an existing directory)."""
     done = []
@@ -64,12 +87,16 @@ def migrate(results_dir: str | os.PathLike) -> list[str]:
         if frame.empty or "trial_id" not in frame.columns:
             continue
         frame, changed = migrate_ids(frame)
+        frame, commits = add_training_versions(frame)
+        if changed or commits:
+            results.write_frame(path, results.to_frame(frame.to_dict("records")))
         if changed:
-            results.write_frame(path, frame)
             said.append(f"{path.name}: {len(changed)} trial ids recomputed from their configs")
-            grids = frame["grid"].astype(str).unique()
-            for grid in grids:
+            for grid in frame["grid"].astype(str).unique():
                 said += rename_artifacts(results_dir, grid, changed)
+        for commit, version in commits.items():
+            said.append(f"{path.name}: rows of commit {commit[:12]}: training version "
+                        f"{version if version is not None else 'unknown (left empty)'}")
     return said
 
 

@@ -3,7 +3,7 @@
 Baseline (JSON, made by `write_baseline` from a run, committed by hand):
 
     {"format": "aae-bench-baseline/1", "created": ..., "source": [provenance lines],
-     "tolerance_rule": "...",
+     "tolerance_rule": "...", "training_version": 2, "evaluator_version": 1,
      "entries": [{"grid": "table1", "metric": "parzen_ll", "filters": {}, "profile": "smoke",
                   "expected": -190.2, "tolerance": 4.1, "std": 1.3, "n": 3, "seeds": [0, 1, 2],
                   "failed_trials": 0}, ...]}
@@ -17,7 +17,8 @@ of the expected value and the run has no more failed (diverged / error) trials t
 
 Exit codes of `check`: 0 every entry passes; 1 any entry drifted, is missing from the results
 (counted as a failure) or has more failed trials; 2 unusable input (baseline file missing,
-unreadable or malformed; no result rows).
+unreadable or malformed; no result rows; results of another training or evaluator version than
+the baseline's, which the gate never compares).
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.results import CONFIG_FIELDS, read_rows, select
+from bench.results import (
+    CONFIG_FIELDS,
+    VERSION_COLUMNS,
+    newest_versions,
+    read_rows,
+    select,
+    version_name,
+    versions_of,
+)
 
 FORMAT = "aae-bench-baseline/1"
 PASS, EXIT_DRIFT, EXIT_UNUSABLE = 0, 1, 2
@@ -86,6 +95,8 @@ def write_baseline(results_dir: str | os.PathLike, out_path: str | os.PathLike, 
     frame = read_rows(results_dir)
     if frame.empty:
         raise ValueError(f"no result rows in {results_dir}")
+    # A baseline is of one training and one evaluator version: the newest rows'.
+    frame, (training, evaluator) = newest_versions(frame)
     floors = {**DEFAULT_FLOORS, **(floors or {})}
     entries = []
     for grid in grids or sorted(frame["grid"].astype(str).unique()):
@@ -130,6 +141,7 @@ def write_baseline(results_dir: str | os.PathLike, out_path: str | os.PathLike, 
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": {"results_dir": str(results_dir), "commits": commits},
         "tolerance_rule": tolerance_rule(k, rel_floor),
+        "training_version": int(training), "evaluator_version": int(evaluator),
         "k": k, "rel_floor": rel_floor, "floors": floors,
         "entries": entries,
     }
@@ -207,6 +219,27 @@ def compare(baseline: dict, frame: pd.DataFrame) -> list[dict]:
     return out
 
 
+def same_versions(baseline: dict, frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows of the baseline's training and evaluator versions, or a one-line reason why
+    there are none: the gate never compares numbers that different code computed."""
+    wanted = {column: baseline.get(column) for column in VERSION_COLUMNS}
+    if any(v is None for v in wanted.values()):
+        return frame, (f"the baseline records no {' / '.join(k for k, v in wanted.items() if v is None)} "
+                       f"(made before versions were recorded): regenerate it with "
+                       f"regress.write_baseline from a run of this code")
+    mask = pd.Series(True, index=frame.index)
+    for column, version in wanted.items():
+        mask &= versions_of(frame, column) == float(version)
+    if not mask.any():
+        found = sorted({f"training {version_name(t)} / evaluator {version_name(e)}" for t, e in zip(
+            versions_of(frame, "training_version"), versions_of(frame, "evaluator_version"),
+            strict=True)})
+        return frame, (f"the baseline is training version {wanted['training_version']} / evaluator "
+                       f"version {wanted['evaluator_version']}, the results are {', '.join(found)}: "
+                       f"the gate does not compare across versions (re-run, or regenerate the baseline)")
+    return frame[mask], ""
+
+
 def format_results(results: list[dict]) -> str:
     """The pass/fail table as fixed-width text, with a summary line."""
     head = ["grid", "metric", "filters", "profile", "expected", "tol", "got", "n", "diff",
@@ -245,6 +278,9 @@ def check(baseline_path: str | os.PathLike, results_dir: str | os.PathLike) -> t
         return EXIT_UNUSABLE, f"unusable results in {results_dir}: {exc}\n"
     if frame.empty:
         return EXIT_UNUSABLE, f"no results: no result rows in {results_dir}\n"
+    frame, why = same_versions(baseline, frame)
+    if why:
+        return EXIT_UNUSABLE, f"not comparable: {why}\n"
     results = compare(baseline, frame)
     text = f"baseline {baseline_path} ({baseline.get('tolerance_rule', '')})\n" + \
         format_results(results)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from bench import figures as figs
 from bench import render, tables, tags
-from bench.results import in_grid, read_rows
+from bench.results import in_grid, read_rows, version_name, versions_of
 
 CSS = """
 body { font-family: sans-serif; margin: 2em; max-width: 1400px; color: #222; }
@@ -52,6 +52,11 @@ def provenance_lines(frame: pd.DataFrame, generator: str) -> list[str]:
     lines.append(f"Rows: {len(frame)} rows from {len(trials)} trials; grids "
                  f"{', '.join(_unique(frame, 'grid'))}; profiles {', '.join(_unique(frame, 'profile'))}")
     lines.append("Commands: " + (" | ".join(_unique(frame, "command")) or "not recorded"))
+    lines.append("Code versions: training " + ", ".join(
+        version_name(v) for v in sorted(set(versions_of(frame, "training_version"))))
+        + "; evaluator " + ", ".join(
+        version_name(v) for v in sorted(set(versions_of(frame, "evaluator_version"))))
+        + " (bench.versions; a cell pools one of each)")
     if "commit" in frame.columns:
         commits = []
         for commit, group in trials.groupby(trials["commit"].astype(str)):

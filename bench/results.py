@@ -20,17 +20,20 @@ import numpy as np
 import pandas as pd
 
 from bench.config import PROFILES, TrialConfig, config_from_dict
+from bench.versions import METRICS_VERSION, TRAINING_VERSION
 
 STATUSES = ("done", "diverged", "error")
-KEY = ["trial_id", "metric"]
+# What code made a row (bench.versions): rows of other versions are other measurements, kept.
+VERSION_COLUMNS = ["training_version", "evaluator_version"]
+KEY = ["trial_id", "metric", *VERSION_COLUMNS]
 
 # Columns every row has, in this order; config fields follow, then provenance.
 ROW_COLUMNS = [
     "trial_id", "grid", "profile", "seed", "metric", "value", "stderr", "n", "status", "error",
     "epochs_done", "wall_s", "threads", "workers", "device", "node", "node_id", "node_ip",
     "resumed_from_epoch", "param_digests", "precision_used",
-    "evaluator_version", "data_source", "data_split", "subset_hash",
-    "started_at", "finished_at", "command",
+    "training_version", "evaluator_version", "data_source", "data_split", "subset_hash",
+    "started_at", "finished_at", "command", "legacy_trial_id",
 ]
 PROVENANCE_COLUMNS = [
     "commit", "dirty", "python", "torch", "ray", "accelerate", "numpy", "platform", "cpu",
@@ -68,8 +71,35 @@ def read_rows(results_dir: str | os.PathLike, grid: str | None = None) -> pd.Dat
 
 
 def merge(frame: pd.DataFrame) -> pd.DataFrame:
-    """Keep the newest row per (trial_id, metric): a retried trial replaces its failure."""
-    return frame.drop_duplicates(subset=KEY, keep="last").reset_index(drop=True)
+    """Keep the newest row per (trial_id, metric, training_version, evaluator_version): a
+    retried trial replaces its failure; a trial re-run by newer code keeps its older rows."""
+    keys = frame[[c for c in KEY if c in frame.columns]].copy()
+    for column in VERSION_COLUMNS:  # 1, 1.0 and "1" are one version (CSV, NaN columns, str)
+        if column in keys.columns:
+            keys[column] = pd.to_numeric(keys[column], errors="coerce")
+    return frame[~keys.duplicated(keep="last")].reset_index(drop=True)
+
+
+def versions_of(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A version column as numbers; -1 where a row has none (written before the column)."""
+    if column not in frame.columns:
+        return pd.Series(-1.0, index=frame.index)
+    return pd.to_numeric(frame[column], errors="coerce").fillna(-1.0)
+
+
+def version_name(version: float) -> str:
+    return "unknown (a row older than the column)" if version < 0 else str(int(version))
+
+
+def newest_versions(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[float, float] | None]:
+    """The rows of the newest training version, and of those the newest evaluator version;
+    with that (training, evaluator) pair (None when there are no rows)."""
+    if rows.empty:
+        return rows, None
+    training = versions_of(rows, "training_version")
+    rows = rows[training == training.max()]
+    evaluator = versions_of(rows, "evaluator_version")
+    return rows[evaluator == evaluator.max()], (float(training.max()), float(evaluator.max()))
 
 
 def append_rows(results_dir: str | os.PathLike, grid: str, rows: list[dict]) -> Path:
@@ -105,12 +135,25 @@ def done_trial_ids(results_dir: str | os.PathLike, grid: str | None = None) -> s
     return done_ids(read_rows(results_dir, grid))
 
 
-def done_ids(frame: pd.DataFrame) -> set[str]:
-    """The trials of `frame` whose every row is `done`."""
+def done_ids(frame: pd.DataFrame, training_version: int | None = None) -> set[str]:
+    """The trials of `frame` whose every row (of one training version: `training_version`, or
+    None for any) is `done`."""
+    return {tid for tid, versions in done_versions(frame).items()
+            if training_version is None or training_version in versions}
+
+
+def done_versions(frame: pd.DataFrame) -> dict[str, set[int]]:
+    """trial_id -> the training versions at which its every row is `done` (-1: rows without
+    a version)."""
     if frame.empty:
-        return set()
-    ok = frame.groupby("trial_id")["status"].agg(lambda s: bool((s == "done").all()))
-    return set(ok[ok].index)
+        return {}
+    version = versions_of(frame, "training_version").astype(int)
+    ok = (frame["status"] == "done").groupby([frame["trial_id"], version]).all()
+    out: dict[str, set[int]] = {}
+    for (tid, v), done in ok.items():
+        if done:
+            out.setdefault(tid, set()).add(int(v))
+    return out
 
 
 # -- building rows: done, diverged and failed trials alike ------------------------------------
@@ -136,6 +179,9 @@ def trial_rows(config: TrialConfig, context: RunContext, status: str,
     grid and profile, how it ran, its seed and config, how it ended, then the metric."""
     row = {"trial_id": config.trial_id, "grid": config.grid, "profile": config.profile,
            **context.run, "seed": config.seed}
+    # What code computed the row: every row, done, diverged or error, carries both versions.
+    row["training_version"] = TRAINING_VERSION
+    row.setdefault("evaluator_version", METRICS_VERSION)
     if context.subset_hash is not None:
         row["subset_hash"] = context.subset_hash
     row |= config.as_dict()

@@ -41,6 +41,7 @@ from bench import results
 from bench.config import TrialConfig, config_from_dict
 from bench.packs import Pack, pack_configs, pack_from_params, pack_name, pack_params, pack_trial_ids
 from bench.trial import TrialSettings
+from bench.versions import TRAINING_VERSION
 
 log = logging.getLogger("aae_bench.runner")
 
@@ -141,7 +142,7 @@ class SweepSummary:
                 f"({self.wall_s:.0f} s){stopped}")
 
 
-TO_RUN, DONE = "to run", "done"
+TO_RUN, DONE, STALE = "to run", "done", "stale"
 
 
 @dataclass(frozen=True)
@@ -150,32 +151,46 @@ class Planned:
 
     config: TrialConfig
     state: str
-    """TO_RUN or DONE."""
+    """TO_RUN, DONE, or STALE: done only by older training code, so run again."""
     why: str = ""
 
 
-def plan(configs: list[TrialConfig], results_dir: str | os.PathLike) -> list[Planned]:
+def plan(configs: list[TrialConfig], results_dir: str | os.PathLike,
+         keep_old_versions: bool = False) -> list[Planned]:
     """Each config's state from the rows of every grid in `results_dir` (a trial is its config,
-    whichever grid ran it: figure9 finds table3's trials done)."""
+    whichever grid ran it: figure9 finds table3's trials done). A trial done only at an older
+    training version (bench.versions) is stale and runs again, its old rows kept beside the
+    new ones, unless `keep_old_versions`."""
     frame = results.read_rows(results_dir) if Path(results_dir).is_dir() else pd.DataFrame()
-    done = results.done_ids(frame)
+    done = results.done_versions(frame)
     ran_by = (frame.groupby("trial_id")["grid"].agg(lambda g: sorted(set(map(str, g))))
               if not frame.empty else pd.Series(dtype=object))
     out = []
     for c in configs:
-        if c.trial_id not in done:
-            out.append(Planned(c, TO_RUN))
-            continue
+        versions = done.get(c.trial_id, set())
         others = [g for g in ran_by.get(c.trial_id, []) if g != c.grid]
-        out.append(Planned(c, DONE, f"already run by {', '.join(others)}" if others
-                           else "already run"))
+        by = f" by {', '.join(others)}" if others else ""
+        if TRAINING_VERSION in versions:
+            out.append(Planned(c, DONE, f"already run{by}"))
+        elif versions and keep_old_versions:
+            out.append(Planned(c, DONE, f"run{by} at training version "
+                                        f"{results.version_name(max(versions))}, kept "
+                                        f"(--keep-old-versions)"))
+        elif versions:
+            out.append(Planned(c, STALE, f"its done rows are training version "
+                                         f"{results.version_name(max(versions))}, the code is "
+                                         f"{TRAINING_VERSION}: runs again (old rows kept)"))
+        else:
+            out.append(Planned(c, TO_RUN))
     return out
 
 
-def pending_configs(configs: list[TrialConfig], results_dir: str | os.PathLike) -> list[TrialConfig]:
-    """Configs whose trial has no complete `done` rows yet (growable grids, reruns of failures).
-    Rows of every grid count: a trial is its config, whichever grid ran it."""
-    return [p.config for p in plan(configs, results_dir) if p.state == TO_RUN]
+def pending_configs(configs: list[TrialConfig], results_dir: str | os.PathLike,
+                    keep_old_versions: bool = False) -> list[TrialConfig]:
+    """Configs whose trial has no complete `done` rows of the current training version yet
+    (growable grids, reruns of failures, trials of older code). Rows of every grid count: a
+    trial is its config, whichever grid ran it."""
+    return [p.config for p in plan(configs, results_dir, keep_old_versions) if p.state != DONE]
 
 
 # -- experiment records ------------------------------------------------------------------
@@ -410,17 +425,19 @@ def run_sweep(
     address: str | None = None,
     resources: Resources = Resources(),
     command: str = "",
+    keep_old_versions: bool = False,
 ) -> SweepSummary:
     """Run every pending config as a Ray Tune trial; rows go to `results_dir` as trials finish.
 
     `address` None starts Ray locally (or joins RAY_ADDRESS if it is set); an address joins that
     cluster, and `storage` must then be a path every node can reach (default <results>/ray).
     `data` maps (data set name, fold) to loaded `aae_core.datasets.Dataset`s (loaded and
-    verified by the caller before anything runs).
+    verified by the caller before anything runs). `keep_old_versions`: a trial done at an
+    older training version counts as done.
     """
     t0 = time.perf_counter()
     results_dir = Path(results_dir).resolve()
-    todo = pending_configs(configs, results_dir)
+    todo = pending_configs(configs, results_dir, keep_old_versions)
     summary = SweepSummary(total=len(configs), skipped=len(configs) - len(todo))
     if not todo:
         return summary
@@ -450,7 +467,8 @@ def run_sweep(
             _check_resources(cluster, resources)
             refs = {k: ray.put(v) for k, v in data.items()}
             sweep = _Sweep(todo, refs, results_dir, storage_path, key, resources,
-                           resources.concurrency(cluster.get("CPU", 0)), command)
+                           resources.concurrency(cluster.get("CPU", 0)), command,
+                           keep_old_versions)
             summary.interrupted = sweep.run()
         finally:
             ray.shutdown()
@@ -473,6 +491,10 @@ class _Sweep:
     resources: Resources
     concurrency: int | None
     command: str
+    keep_old_versions: bool = False
+
+    def _pending(self) -> list[TrialConfig]:
+        return pending_configs(self.todo, self.results_dir, self.keep_old_versions)
 
     def run(self) -> bool:
         """True if interrupted."""
@@ -487,7 +509,7 @@ class _Sweep:
         for experiment in find_experiments(self.storage, self.key):
             if experiment.finished:
                 continue
-            pending = {c.trial_id for c in pending_configs(self.todo, self.results_dir)}
+            pending = {c.trial_id for c in self._pending()}
             claim = set(experiment.trial_ids) & (pending - ran)
             why = self._why_not_restore(experiment, claim)
             if why:
@@ -505,7 +527,7 @@ class _Sweep:
                 return True
             mark_finished(experiment, "fit returned")
 
-        rest = [c for c in pending_configs(self.todo, self.results_dir) if c.trial_id not in ran]
+        rest = [c for c in self._pending() if c.trial_id not in ran]
         if not rest:
             return False
         experiment = start_experiment(self.storage, self.key, rest, self.results_dir, self.resources)
@@ -612,7 +634,8 @@ def _statuses(results_dir: Path, configs: list[TrialConfig]) -> dict[str, int]:
     wanted = {c.trial_id for c in configs}
     counts: dict[str, int] = {}
     frame = results.read_rows(results_dir)
-    if not frame.empty:
+    if not frame.empty:  # what this sweep's code made of them (older versions' rows stay)
+        frame = frame[results.versions_of(frame, "training_version") == TRAINING_VERSION]
         per_trial = frame[frame["trial_id"].isin(wanted)].groupby("trial_id")["status"].first()
         for status in per_trial:
             counts[status] = counts.get(status, 0) + 1

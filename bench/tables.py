@@ -19,7 +19,14 @@ import numpy as np
 import pandas as pd
 
 from bench import paper, tags
-from bench.results import CONFIG_FIELDS, pick_profile, select
+from bench.results import (
+    CONFIG_FIELDS,
+    newest_versions,
+    pick_profile,
+    select,
+    version_name,
+    versions_of,
+)
 
 VERDICT_PROFILE = "paper"
 MIN_SEEDS = 3
@@ -312,6 +319,12 @@ class CellResult:
     stderrs: list[float] = field(default_factory=list)
     """Per seed (as `values`): the metric's stderr column (over test points; across folds for
     TFD, whose value is already the mean over its folds)."""
+    versions: tuple[float, float] | None = None
+    """(training, evaluator) version of the pooled rows (bench.versions; -1: not recorded)."""
+    left_out: dict[str, int] = field(default_factory=dict)
+    """Rows of the metric at `profile` made by other code versions, left out: {versions: n}."""
+    rerun: str = ""
+    """The command that re-runs the left-out trials with the current code."""
 
     @property
     def test_stderr(self) -> float:
@@ -344,6 +357,18 @@ def summarize(frame: pd.DataFrame, spec: CellSpec) -> CellResult | None:
     profile = pick_profile(profiles)
     at = rows[profiles == profile]
     others = {p: int(g["trial_id"].nunique()) for p, g in rows.groupby(profiles) if p != profile}
+    # One training and one evaluator version per cell (bench.versions): the newest's rows.
+    metric_rows = at[at["metric"] == spec.metric]
+    at, versions = newest_versions(at)
+    older = metric_rows.drop(index=at.index.intersection(metric_rows.index))
+    left_out = {
+        f"training version {version_name(t)}, evaluator version {version_name(e)}": int(n)
+        for (t, e), n in older.groupby([versions_of(older, "training_version"),
+                                        versions_of(older, "evaluator_version")]).size().items()}
+    dataset = spec.filters.get("dataset")
+    rerun = (f"aae-bench run {spec.grid} --profile {profile} --seeds "
+             f"{int(pd.to_numeric(rows['seed']).max()) + 1}"
+             + (f" --dataset {dataset}" if dataset else "")) if left_out else ""
     done = at[(at["metric"] == spec.metric) & (at["status"] == "done")]
     done = done[pd.to_numeric(done["value"], errors="coerce").notna()].sort_values("seed")
     per_trial_status = at.drop_duplicates("trial_id")["status"].value_counts()
@@ -361,6 +386,7 @@ def summarize(frame: pd.DataFrame, spec: CellSpec) -> CellResult | None:
         failed=failed, compute=compute_hours(at), other_profiles=others, configs=configs,
         trials=at,
         stderrs=[] if stderrs is None else [float(s) for s in stderrs],
+        versions=versions, left_out=left_out, rerun=rerun,
     )
 
 
@@ -419,6 +445,9 @@ def our_cell(spec: TableSpec, column: Column, result: CellResult | None) -> Cell
     lines += [f"profile {result.profile}", _hours(result.compute)]
     if result.failed:
         lines.append(", ".join(f"{k} {s}" for s, k in result.failed.items()))
+    if result.left_out:
+        lines.append(f"{sum(result.left_out.values())} rows of older code left out "
+                     f"({'; '.join(result.left_out)}): re-run them with `{result.rerun}`")
     number = paper.paper_number(spec.key, spec.method, column.key)
     value = number.value if number else None
     pm = number.pm if number else None
@@ -529,6 +558,9 @@ def protocol_card(view: TableView, notes: list[tags.Note]) -> list[tuple[str, st
                              + ", ".join(f"seed {s}: " + " / ".join(
                                  f"{v[s]:.4g}" if s in v else "—" for v in by_fold.values())
                                  for s in seeds))
+        if result.versions is not None:
+            parts.append(f"training version {version_name(result.versions[0])}, evaluator "
+                         f"version {version_name(result.versions[1])}")
         if result.other_profiles:
             parts.append("also in results (not shown): " + ", ".join(
                 f"{p} ({k} trials)" for p, k in sorted(result.other_profiles.items())))

@@ -30,6 +30,7 @@ from bench.packs import (
     pack_params,
     pack_trial_ids,
 )
+from bench.versions import TRAINING_VERSION
 
 
 def smoke(seeds: int, epochs: int = 2) -> list:
@@ -38,24 +39,26 @@ def smoke(seeds: int, epochs: int = 2) -> list:
 
 
 def done_row(config, metric: str = "parzen_ll") -> dict:
+    # Of the current training version: a row without one is stale (bench.versions).
     return {"trial_id": config.trial_id, "grid": config.grid, "seed": config.seed,
-            "metric": metric, "value": -1.0, "status": "done", "error": "", "finished_at": "t"}
+            "metric": metric, "value": -1.0, "status": "done", "error": "", "finished_at": "t",
+            "training_version": TRAINING_VERSION}
 
 
 # -- packing (no Ray) ------------------------------------------------------------------------
 
 
 def test_seeds_of_one_config_are_packed_in_grid_order_by_seed():
-    configs = grid_configs("table1", "smoke", 5)  # MNIST, then the 5 TFD folds: 6 cells x 5 seeds
+    configs = grid_configs("table1", "smoke", 5)  # MNIST, then TFD (one trial per seed): 2 cells x 5 seeds
     shuffled = configs[:]
     random.Random(0).shuffle(shuffled)
     packs = pack_configs(configs, 2)
-    assert [len(p) for p in packs] == [2, 2, 1] * 6
+    assert [len(p) for p in packs] == [2, 2, 1] * 2
     for pack in packs:  # members differ only in their seed
         assert len({dataclasses.replace(c, seed=0) for c in pack}) == 1
     assert [[c.seed for c in p] for p in packs[:3]] == [[0, 1], [2, 3], [4]]
     cells = [(p[0].dataset, p[0].fold) for p in packs[::3]]
-    assert cells == [("mnist", None)] + [("tfd", f) for f in range(5)]
+    assert cells == [("mnist", None), ("tfd", None)]
     # order within a group is by seed whatever the input order; groups by first appearance
     for pack in pack_configs(shuffled, 2):
         assert [c.seed for c in pack] == sorted(c.seed for c in pack)
@@ -63,7 +66,7 @@ def test_seeds_of_one_config_are_packed_in_grid_order_by_seed():
     assert list(dict.fromkeys((p[0].dataset, p[0].fold) for p in pack_configs(shuffled, 2))) == first_cells
     assert sorted(c.trial_id for p in packs for c in p) == sorted(c.trial_id for c in configs)
     assert pack_configs(configs, 1) == [(c,) for c in configs]  # as before: one per trial
-    assert [len(p) for p in pack_configs(configs, 10)] == [5] * 6
+    assert [len(p) for p in pack_configs(configs, 10)] == [5] * 2
 
 
 def test_configs_that_differ_in_more_than_the_seed_are_not_packed():
