@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from aae_core import datasets, model, variants
+from aae_core import model, variants
 from bench import cli, grids, trial
 from bench.config import VARIANT_PRIORS
 
@@ -52,11 +52,6 @@ def expected_phases(config) -> set[str]:
     if trial.evaluation_kind(config) == "classification":
         return ADVERSARIAL | {"classification"}
     return set(ADVERSARIAL)
-
-
-@pytest.fixture(scope="module")
-def mnist(mnist_dir):
-    return datasets.load("mnist", mnist_dir)
 
 
 def hexes(rows: list[dict]) -> dict[str, str]:

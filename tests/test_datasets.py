@@ -32,11 +32,6 @@ MNIST_TRAIN_COUNTS = [4932, 5678, 4968, 5101, 4859, 4506, 4951, 5175, 4842, 4988
 
 
 
-@pytest.fixture(scope="module")
-def mnist(mnist_dir) -> Dataset:
-    return datasets.load("mnist", mnist_dir, download=False)
-
-
 def _link_mnist(src: Path, dst: Path, skip: str | None = None) -> Path:
     """dst holding symlinks to the real MNIST .gz files (all but `skip`)."""
     dst.mkdir(parents=True, exist_ok=True)

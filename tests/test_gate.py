@@ -6,19 +6,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import pytest
-
-from aae_core import datasets
 from bench import regress, results
 from bench.grids import grid_configs
 from bench.trial import run_trial
 
 BASELINE = Path(__file__).parent / "baselines" / "table1-smoke.json"
-
-
-@pytest.fixture(scope="module")
-def mnist(mnist_dir):
-    return datasets.load("mnist", mnist_dir)
 
 
 def run_grid(directory, mnist, **change):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from aae_core import datasets, priors, training
+from aae_core import priors, training
 from aae_core.seeds import SeedLinear, autocast_dtype, masked_step
 from bench.grids import single_trial
 from bench.trial import build
@@ -152,11 +152,6 @@ def test_generate_returns_float32_under_autocast():
 
 
 # -- training through Accelerate ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mnist(mnist_dir):
-    return datasets.load("mnist", mnist_dir)
 
 
 CELLS = {"unsupervised": dict(labels=None), "semi-supervised": dict(labels=100)}

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from aae_core import datasets, training, variants
+from aae_core import training, variants
 from aae_core.seeds import SeedLinear
 from bench import trial
 from bench.grids import grid_configs, single_trial
@@ -33,11 +33,6 @@ CASES = [  # (variant, prior, labels, clusters): every variant, every prior fami
     ("dim-reduction", "gaussian", 100, None),
     ("vae", "gaussian", None, None),
 ]
-
-
-@pytest.fixture(scope="module")
-def mnist(mnist_dir):
-    return datasets.load("mnist", mnist_dir)
 
 
 def tiny(variant, prior, labels, clusters, epochs=2):

@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from aae_core import datasets, variants
+from aae_core import variants
 from bench.config import config_from_dict
 from bench.grids import grid_configs
 from bench.trial import TrialSettings, TrialState, run_trial
-
-
-@pytest.fixture(scope="module")
-def mnist(mnist_dir):
-    return datasets.load("mnist", mnist_dir)
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,6 @@ from aae_core.seeds import masked_step
 from bench import grids, trial
 
 
-@pytest.fixture(scope="module")
-def mnist(mnist_dir):
-    return datasets.load("mnist", mnist_dir)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """One torch thread, as run_trial(threads=1) sets: on a busy 2-core machine two threads
