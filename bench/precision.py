@@ -55,11 +55,12 @@ def _label(config) -> str:
 
 
 def _seed_hours(trials: pd.DataFrame) -> float:
+    """Mean wall-clock hours of one seed."""
     # wall_s repeats on every metric row of a trial; a pack of S seeds repeats its own wall time
     # on each member, so a trial's share is wall_s / seeds_per_trial.
     per_trial = trials.drop_duplicates("trial_id")
     packs = pd.to_numeric(per_trial.get("seeds_per_trial", 1), errors="coerce").fillna(1)
-    return float((pd.to_numeric(per_trial["wall_s"], errors="coerce") / packs).sum() / 3600)
+    return float((pd.to_numeric(per_trial["wall_s"], errors="coerce") / packs).mean() / 3600)
 
 
 def compare(frame: pd.DataFrame) -> list[PrecisionComparison]:
@@ -107,7 +108,8 @@ def markdown(comparisons: list[PrecisionComparison], header: list[str]) -> str:
              "interval are Welch's t over the seeds (bench.stats). Rule (issue #15): where |difference| "
              f"exceeds {MAX_STANDARD_ERRORS:g} standard errors, bf16 stays off by default for that "
              "variant. The default precision is fp32 for every variant either way; time is the "
-             "trials' wall-clock hours per seed on the machine named above.", ""]
+             "trials' mean wall-clock hours per seed on the machine named above, under whatever else ran "
+             "on it (not a benchmark: tests/benchmarks/test_bench_precision.py measures speed).", ""]
     if not comparisons:
         return "\n".join(lines + ["No cell has done rows in both precisions yet.", ""])
     lines += ["| cell | metric | fp32 | bf16 | difference [95 % CI] | |diff| / s.e. | verdict | "
@@ -134,3 +136,31 @@ def markdown(comparisons: list[PrecisionComparison], header: list[str]) -> str:
     lines += ["", "Measured at the profile named in each cell: an effect at 10 epochs may differ at "
               "the paper's length.", ""]
     return "\n".join(lines)
+
+
+def write(results_dir: str, out_path: str) -> str:
+    """Read the rows under `results_dir`, write the comparison to `out_path`; return its text."""
+    from pathlib import Path
+
+    from bench.report import provenance_lines
+    from bench.results import read_rows
+
+    frame = read_rows(results_dir)
+    if frame.empty:
+        raise ValueError(f"no result rows under {results_dir}")
+    command = f"python -m bench.precision {results_dir} {out_path}"
+    text = markdown(compare(frame), provenance_lines(frame, command))
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m bench.precision RESULTS_DIR OUT.md")
+    try:
+        print(write(sys.argv[1], sys.argv[2]))
+    except ValueError as exc:
+        sys.exit(f"bench.precision: error: {exc}")

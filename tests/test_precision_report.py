@@ -23,6 +23,7 @@ def test_a_shift_within_the_seed_noise_allows_bf16():
     assert c.difference.delta == pytest.approx(1.0)
     assert c.bf16_allowed and not c.difference.significant
     assert c.speedup == pytest.approx(1.5)  # 1 h against 40 min per seed
+    assert c.fp32_hours == pytest.approx(1.0)  # a mean per seed, not a sum over seeds
 
 
 def test_a_shift_beyond_two_standard_errors_keeps_bf16_off():
