@@ -58,9 +58,28 @@ def gpu_name() -> str:
     return ""
 
 
-@functools.cache
+def numerics() -> dict[str, str]:
+    """What decides a float32 product's bits beside the code: the matmul precision in force now
+    ("highest" is IEEE fp32; "high" / "medium" let CUDA use TF32 or bf16 passes) and the CUDA
+    and cuDNN builds ("" on a CPU build). Read at each call: a trial pins the precision."""
+    try:
+        import torch
+
+        cudnn = torch.backends.cudnn.version() if torch.version.cuda else None
+        return {"matmul_precision": torch.get_float32_matmul_precision(),
+                "cuda": torch.version.cuda or "", "cudnn": str(cudnn or "")}
+    except Exception:  # noqa: BLE001 - a broken CUDA install must not stop provenance
+        return {"matmul_precision": "", "cuda": "", "cudnn": ""}
+
+
 def environment() -> dict[str, object]:
-    """Versions and hardware of this process (one per trial process)."""
+    """Versions, hardware and numerics of this process (what every row records)."""
+    return {**_static_environment(), **numerics()}
+
+
+@functools.cache
+def _static_environment() -> dict[str, object]:
+    """What does not change during a process (looked up once)."""
     return {
         "python": platform.python_version(),
         "torch": _version("torch"),

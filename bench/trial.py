@@ -91,8 +91,13 @@ def save_state(state: TrialState, directory: str | os.PathLike) -> Path:
     return path
 
 
-def load_state(directory: str | os.PathLike) -> TrialState:
-    return TrialState(**torch.load(Path(directory) / "state.pt", weights_only=True))
+def load_state(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> TrialState:
+    """A checkpoint's state, every tensor on `map_location`. The CPU by default: without it the
+    optimizer state saved on a GPU would come back on the GPU it was saved from (cuda:0 on every
+    data-parallel rank, or a crash where there is none); `start` loads it into the model built
+    on the CPU and Accelerate's prepare then moves it to the rank's own device."""
+    return TrialState(**torch.load(Path(directory) / "state.pt", weights_only=True,
+                                   map_location=map_location))
 
 
 def as_pack(configs: TrialConfig | Sequence[TrialConfig]) -> tuple[TrialConfig, ...]:
@@ -220,6 +225,7 @@ def run_trial(
     pack = as_pack(configs)
     config = pack[0]
     started, t0 = _now(), time.perf_counter()
+    pin_numerics()
     if settings.threads:
         torch.set_num_threads(settings.threads)
     if data is None:
@@ -407,6 +413,22 @@ def evaluate_seed(run: Run, k: int, trained: dict) -> tuple[torch.nn.Module, dic
     for name in sorted(m for m in last if m.startswith("loss_")):
         values[name] = (last[name], math.nan, len(run.parts.data.x))
     return alone, values
+
+
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def pin_numerics() -> None:
+    """The float32 arithmetic of every trial, whatever the process had: IEEE fp32 matmuls
+    ("highest"; some container images set "high", i.e. TF32 on CUDA), so fp32 rows mean fp32 and
+    bf16 trials (autocast chooses bf16 itself) run their fp32 remainder in fp32 too. And cuBLAS's
+    fixed workspace for repeatable GPU sums: PyTorch reads CUBLAS_WORKSPACE_CONFIG once, at the
+    process's first cuBLAS call, so it is set here, before the trial's first CUDA call; a value
+    the user set stays. torch.use_deterministic_algorithms is left off: it raises on CUDA ops
+    without a deterministic kernel, and the CUDA path has not run yet. Rows record the
+    precision (bench.provenance.numerics)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.set_float32_matmul_precision("highest")
 
 
 def _allow_precision(precision: str) -> None:
