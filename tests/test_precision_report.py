@@ -2,9 +2,9 @@
 
 import pandas as pd
 import pytest
+from report_fixtures import fake_config, fake_trial_rows
 
 from bench import precision, results
-from tests.report_fixtures import fake_config, fake_trial_rows
 
 
 def rows(lls_fp32, lls_bf16, *, wall_fp32=3600.0, wall_bf16=2400.0, **changes):
