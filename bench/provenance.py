@@ -66,10 +66,23 @@ def numerics() -> dict[str, str]:
         import torch
 
         cudnn = torch.backends.cudnn.version() if torch.version.cuda else None
-        return {"matmul_precision": torch.get_float32_matmul_precision(),
+        return {"matmul_precision": matmul_precision(),
                 "cuda": torch.version.cuda or "", "cudnn": str(cudnn or "")}
     except Exception:  # noqa: BLE001 - a broken CUDA install must not stop provenance
         return {"matmul_precision": "", "cuda": "", "cudnn": ""}
+
+
+def matmul_precision() -> str:
+    """torch's float32 matmul precision ("highest", "high", "medium"). Where the backends were set
+    apart through the per-backend API (torch >= 2.9), the legacy getter raises: then each
+    backend's own setting ("cuda=tf32,mkldnn=none")."""
+    import torch
+
+    try:
+        return torch.get_float32_matmul_precision()
+    except RuntimeError:
+        return (f"cuda={torch.backends.cuda.matmul.fp32_precision},"
+                f"mkldnn={torch.backends.mkldnn.matmul.fp32_precision}")
 
 
 def environment() -> dict[str, object]:

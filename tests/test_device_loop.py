@@ -19,7 +19,11 @@ from accelerate import Accelerator
 from aae_core import parallel, priors, training, variants
 from aae_core.seeds import masked_step
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+def cuda(test):
+    """CUDA-only: marked `cuda` (`pytest -m cuda` runs exactly these) and skipped without a GPU."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
+
 
 SHAPE = (1, 6, 6)
 

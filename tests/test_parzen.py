@@ -364,6 +364,7 @@ def test_torch_pins_ieee_float32_and_restores_the_callers_setting():
         matmul.fp32_precision = saved
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", DATA)
 def test_torch_cuda_equals_numpy_cuda(name):

@@ -80,6 +80,7 @@ def test_gradients_reach_the_fp32_master_weights():
         torch.testing.assert_close(g_low, g_full, rtol=0.05, atol=0.05 * float(g_full.abs().max()))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_batched_kernel_runs_in_bf16_on_a_gpu():
     lin = layer().cuda()

@@ -47,6 +47,24 @@ def test_environment_reads_the_matmul_precision_at_each_call(restore_matmul_prec
     assert provenance.environment()["matmul_precision"] == "highest"
 
 
+def test_backends_set_apart_are_recorded_each_on_its_own(restore_matmul_precision):
+    """torch >= 2.9: with the CUDA matmul set through the per-backend API alone, the legacy
+    getter raises; the record names each backend's setting instead of failing."""
+    matmul = torch.backends.cuda.matmul
+    if not hasattr(matmul, "fp32_precision"):
+        pytest.skip("this torch has no per-backend precision API")
+    try:
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.mkldnn.matmul.fp32_precision = "none"
+        matmul.fp32_precision = "tf32"
+        assert provenance.numerics()["matmul_precision"] == "cuda=tf32,mkldnn=none"
+        trial.pin_numerics()  # the legacy setter sets every backend at once
+        assert provenance.numerics()["matmul_precision"] == "highest"
+        assert matmul.fp32_precision == "ieee"
+    finally:  # one consistent setting again (the fixture then restores the caller's)
+        torch.set_float32_matmul_precision("highest")
+
+
 @pytest.mark.parametrize("precision", ["no", "bf16"])
 def test_a_trial_pins_highest_and_its_rows_say_so(mnist, restore_matmul_precision, monkeypatch, precision):
     torch.set_float32_matmul_precision("high")  # what some container images do (TF32 on CUDA)
