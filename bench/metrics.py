@@ -2,7 +2,9 @@
 
 Table 1   Parzen window log-likelihood, in bench/parzen.py (re-exported here):
           `parzen_log_likelihood`, `parzen_log_likelihood_streaming`, `select_parzen_sigma`,
-          `parzen_summary`, `parzen_over_folds`, PARZEN_SIGMAS.
+          `parzen_summary`, `parzen_over_folds`, PARZEN_SIGMAS; for many samples and on a GPU
+          `parzen_log_likelihood_sigmas`, `select_parzen_sigma_streaming`,
+          `parzen_log_likelihood_torch`, with the helpers `parzen_sigma_grid`, `sigma_on_edge`.
 Table 2   Semi-supervised classification: `classification_error`.
 Table 3   Unsupervised clustering, the paper's rule: `clustering_error`; the rules other papers use,
           under their own names: `clustering_error_majority`, `clustering_error_hungarian`.
@@ -11,7 +13,8 @@ Sec. 7    Dimensionality reduction: the clustering rules applied to the q(y|x) o
           (semi-supervised dimensionality reduction) the error is `classification_error`.
 
 EVALUATORS names every one of them. Every function checks its inputs and raises ValueError with
-one line saying what is wrong. Depends on numpy and scipy only.
+one line saying what is wrong. Depends on numpy and scipy only at import (the torch evaluator
+imports torch when it is called).
 """
 
 from __future__ import annotations
@@ -23,10 +26,15 @@ from bench.checks import check_positive_int
 from bench.parzen import (
     PARZEN_SIGMAS,
     parzen_log_likelihood,
+    parzen_log_likelihood_sigmas,
     parzen_log_likelihood_streaming,
+    parzen_log_likelihood_torch,
     parzen_over_folds,
+    parzen_sigma_grid,
     parzen_summary,
     select_parzen_sigma,
+    select_parzen_sigma_streaming,
+    sigma_on_edge,
 )
 
 __all__ = [
@@ -39,10 +47,15 @@ __all__ = [
     "clustering_error_majority",
     "dim_reduction_error",
     "parzen_log_likelihood",
+    "parzen_log_likelihood_sigmas",
     "parzen_log_likelihood_streaming",
+    "parzen_log_likelihood_torch",
     "parzen_over_folds",
+    "parzen_sigma_grid",
     "parzen_summary",
     "select_parzen_sigma",
+    "select_parzen_sigma_streaming",
+    "sigma_on_edge",
 ]
 
 # Goes into every result row, so rows made by an older evaluator can be found and recomputed.
@@ -182,6 +195,9 @@ EVALUATORS = {
     "parzen_log_likelihood": parzen_log_likelihood,
     "parzen_log_likelihood_streaming": parzen_log_likelihood_streaming,
     "select_parzen_sigma": select_parzen_sigma,
+    "parzen_log_likelihood_sigmas": parzen_log_likelihood_sigmas,
+    "select_parzen_sigma_streaming": select_parzen_sigma_streaming,
+    "parzen_log_likelihood_torch": parzen_log_likelihood_torch,
     "parzen_summary": parzen_summary,
     "parzen_over_folds": parzen_over_folds,
     "classification_error": classification_error,

@@ -399,8 +399,9 @@ def evaluate_seed(run: Run, k: int, trained: dict) -> tuple[torch.nn.Module, dic
     chosen = run.best[k] if kind == "classification" else None
     alone = seed_model(config, run.parts, run.data, chosen["model"] if chosen else _seed_state(trained, k),
                        run.accelerator.device)
+    # The trial's own threads for a CPU Parzen evaluation (the default would count the host's).
     seed = TrainedSeed(config, alone, run.parts.priors["z"], run.parts.n_classes, run.streams[k],
-                       run.accelerator.device)
+                       run.accelerator.device, threads=torch.get_num_threads())
     values = EVALUATIONS[kind](seed, run.data)
     if chosen is not None:
         values["classification_error_validation"] = (chosen["validation_error"], math.nan,

@@ -60,7 +60,10 @@ CLUSTERING_RULES = {
     ),
 }
 
-PARZEN_OTHERS = {"select_parzen_sigma", "parzen_summary", "parzen_over_folds"}
+# Tested in tests/test_parzen.py (the many-sample and torch evaluators).
+PARZEN_OTHERS = {"select_parzen_sigma", "parzen_summary", "parzen_over_folds",
+                 "parzen_log_likelihood_sigmas", "select_parzen_sigma_streaming",
+                 "parzen_log_likelihood_torch"}
 
 
 def test_every_evaluator_is_covered():
@@ -77,7 +80,7 @@ def test_parzen_names_have_one_definition():
     import bench.metrics
     import bench.parzen
 
-    for name in [*PARZEN_LL, *PARZEN_OTHERS, "PARZEN_SIGMAS"]:
+    for name in [*PARZEN_LL, *PARZEN_OTHERS, "PARZEN_SIGMAS", "parzen_sigma_grid", "sigma_on_edge"]:
         assert getattr(bench.metrics, name) is getattr(bench.parzen, name), name
     assert bench.config.PARZEN_SIGMAS is bench.parzen.PARZEN_SIGMAS
     assert isinstance(PARZEN_SIGMAS, tuple) and all(type(s) is float for s in PARZEN_SIGMAS)
