@@ -116,7 +116,7 @@ class TableSpec:
 
 TFD_STDERR = "s.e. across folds"
 _PARZEN_FIELDS = ("data_split", "epochs", "parzen_samples", "parzen_validation", "parzen_test",
-                  "parzen_sigmas")
+                  "parzen_sigmas", "parzen_samples_large", "parzen_sigmas_large")
 _LABEL_FIELDS = ("data_split", "subset_hash", "epochs")
 # The rules as bench.trial applies them (train / _select_models / evaluate_seed): only the
 # classification evaluation (labels given) selects a model; every other keeps the last epoch's.
@@ -491,8 +491,27 @@ def _distinct(rows: pd.DataFrame, column: str) -> list[str]:
     if column not in rows.columns:
         return []
     values = [v for v in pd.unique(rows.drop_duplicates("trial_id")[column]) if pd.notna(v)]
-    return [_short_list(v) if column == "parzen_sigmas" else str(v) for v in values
-            if str(v) != ""]
+    return [_short_list(v) if column in ("parzen_sigmas", "parzen_sigmas_large") else str(v)
+            for v in values if str(v) != ""]
+
+
+def _sigma_on_edge(trials: pd.DataFrame, metric: str) -> str | None:
+    """Card text naming the trials of a Parzen cell whose chosen sigma sits on an edge of its
+    grid (rows parzen_sigma[_10m]_on_edge[_fold<k>], bench.evaluate); None for other metrics."""
+    if not metric.startswith("parzen_ll"):
+        return None
+    flag = metric.replace("parzen_ll", "parzen_sigma", 1) + "_on_edge"
+    names = trials["metric"].astype(str)
+    folds = names.str[len(flag) + len("_fold"):]
+    rows = trials[((names == flag) | (names.str.startswith(flag + "_fold") & folds.str.isdigit()))
+                  & (trials["status"] == "done")]
+    if rows.empty:
+        return "sigma on the edge of its grid: not recorded (rows made before the flag existed)"
+    up = rows[pd.to_numeric(rows["value"], errors="coerce") == 1.0].sort_values(["seed", "metric"])
+    which = [f"seed {int(r.seed)}" + (f" fold {str(r.metric)[len(flag) + 5:]}"
+                                      if str(r.metric) != flag else "") for r in up.itertuples()]
+    return ("sigma on the edge of its grid (the likelihood may peak outside it): "
+            + (", ".join(which) if which else f"none of {len(rows)} chosen sigmas"))
 
 
 def _per_fold(trials: pd.DataFrame, metric: str) -> dict[int, dict[int, float]]:
@@ -545,6 +564,9 @@ def protocol_card(view: TableView, notes: list[tags.Note]) -> list[tuple[str, st
             parts.append("per fold, mean over seeds: " + ", ".join(
                 f"fold {k} {_fmt(float(np.mean(list(v.values()))), spec.decimals)}"
                 for k, v in per_fold.items()))
+        edge = _sigma_on_edge(result.trials, column.ours.metric)
+        if edge:
+            parts.append(edge)
         for label, metric in spec.per_seed:
             chosen = result.trials[(result.trials["metric"] == metric)
                                    & (result.trials["status"] == "done")].sort_values("seed")

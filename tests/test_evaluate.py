@@ -319,3 +319,36 @@ def test_cuda_evaluation_equals_the_cpu_one(dataset):
     # The decoder's own float32 rounding differs on the GPU too: a looser bound than the
     # evaluators' alone (tests/test_parzen.py), far below a sigma step or a table's digits.
     _equal_within_float32(on_cpu, evaluate.evaluate_parzen(seed, data), rel=1e-5)
+
+
+# -- the protocol card names the trials on an edge ------------------------------------------------
+
+
+def test_protocol_card_names_the_trials_whose_sigma_is_on_an_edge():
+    import pandas as pd
+    from report_fixtures import fake_config, fake_trial_rows
+
+    from bench import tables
+
+    rows = []
+    for seed in range(3):
+        mnist = fake_config(seed, parzen_samples_large=10_000_000)
+        rows += fake_trial_rows(mnist, {"parzen_ll": -100.0, "parzen_ll_10m": -90.0,
+                                        "parzen_sigma": 0.17, "parzen_sigma_on_edge": 0.0,
+                                        "parzen_sigma_10m": 0.01 if seed == 1 else 0.05,
+                                        "parzen_sigma_10m_on_edge": float(seed == 1)})
+        tfd = fake_config(seed, dataset="tfd", z_dim=15, parzen_validation=0)
+        rows += fake_trial_rows(tfd, {"parzen_ll": -50.0, **{f"parzen_ll_fold{k}": -50.0 for k in range(5)},
+                                      **{f"parzen_sigma_on_edge_fold{k}": float(seed == 2 and k in (0, 3))
+                                         for k in range(5)}})
+    view = tables.build_view(tables.TABLES["table1"], pd.DataFrame(rows))
+    card = dict(tables.protocol_card(view, []))
+    assert "sigma on the edge of its grid (the likelihood may peak outside it): none of 3 chosen sigmas" in card["MNIST, 10K samples"]
+    assert "sigma on the edge of its grid (the likelihood may peak outside it): seed 1" in card["MNIST, 10M samples"]
+    assert ("sigma on the edge of its grid (the likelihood may peak outside it): seed 2 fold 0, seed 2 fold 3"
+            in card["TFD, 10K samples"])
+    assert "parzen_sigmas_large [0.01, 0.0129, " in card["MNIST, 10M samples"]
+    # rows made before the flag existed say so
+    old = [r for r in rows if "_on_edge" not in r["metric"]]
+    card = dict(tables.protocol_card(tables.build_view(tables.TABLES["table1"], pd.DataFrame(old)), []))
+    assert "sigma on the edge of its grid: not recorded" in card["MNIST, 10K samples"]
