@@ -226,7 +226,7 @@ def test_ranks_share_every_minibatch_and_together_see_the_epoch():
         return step
 
     def context():
-        return SimpleNamespace(accelerator=FakeAccelerator(), seeds=seeds, diverged={},
+        return SimpleNamespace(accelerator=FakeAccelerator(), seeds=seeds, diverged={}, device_loop=False,
                                alive=torch.ones(seeds, dtype=torch.bool))
 
     def generators():
