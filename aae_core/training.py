@@ -692,15 +692,23 @@ def _train_epoch_on_device(ctx: StepContext, step: Callable, batches: Iterator[B
 
 
 @torch.no_grad()
-def generate(decoder, prior, n: int, prior_generators: list[torch.Generator], device,
-             batch_size: int = 1000) -> np.ndarray:
-    """Decode n prior draws per seed, each seed from its own stream: the model's samples, as
-    the Parzen estimate of Table 1 uses them. Returns (S, n, C*H*W)."""
-    out = []
+def decoded_batches(decoder, prior, n: int, prior_generators: list[torch.Generator], device,
+                    batch_size: int = 1000):
+    """Decode n prior draws per seed, each seed from its own stream, batch by batch: float32
+    tensors (S, b, C*H*W) left on `device` (a GPU evaluator scores them there)."""
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         z = per_seed(lambda gen, k, b=b: prior.sample(b, gen), prior_generators, device)  # (S, b, d)
-        out.append(decoder(z).float().flatten(2).cpu().numpy())
+        yield decoder(z).float().flatten(2)
+
+
+@torch.no_grad()
+def generate(decoder, prior, n: int, prior_generators: list[torch.Generator], device,
+             batch_size: int = 1000) -> np.ndarray:
+    """The model's samples, as the Parzen estimate of Table 1 uses them, on the host:
+    (S, n, C*H*W)."""
+    out = [batch.cpu().numpy() for batch in
+           decoded_batches(decoder, prior, n, prior_generators, device, batch_size)]
     if not out:
         return np.zeros((len(prior_generators), 0, 0), dtype=np.float32)
     return np.concatenate(out, 1)

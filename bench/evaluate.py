@@ -101,13 +101,9 @@ def _decode(seed: TrainedSeed, n: int, gen: torch.Generator):
     numpy array on the CPU; on a GPU the same draws and decoder, left on the device."""
     if not _on_gpu(seed):
         return training.generate(seed.net.decoder, seed.z_prior, n, [gen], seed.device)[0]
-    parts = []
     with torch.no_grad():
-        for start in range(0, n, 1000):  # training.generate's batches
-            b = min(1000, n - start)
-            z = training.per_seed(lambda g, k, b=b: seed.z_prior.sample(b, g), [gen], seed.device)
-            parts.append(seed.net.decoder(z).float().flatten(2)[0])
-    return torch.cat(parts)
+        return torch.cat([batch[0] for batch in training.decoded_batches(
+            seed.net.decoder, seed.z_prior, n, [gen], seed.device)])
 
 
 def _large_chunks(seed: TrainedSeed):
