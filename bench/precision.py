@@ -17,7 +17,7 @@ import pandas as pd
 
 from bench import stats
 from bench.evaluate import primary_metric
-from bench.results import config_of
+from bench.results import cell_key, config_of
 
 PRECISIONS = ("no", "bf16")  # the config's names: "no" is fp32
 MAX_STANDARD_ERRORS = 2.0
@@ -72,7 +72,7 @@ def compare(frame: pd.DataFrame) -> list[PrecisionComparison]:
         config = config_of(rows.iloc[0].to_dict(), check_id=False)
         if config.precision not in PRECISIONS:
             continue
-        key = dataclasses.replace(config, seed=0, precision="no").trial_id
+        key = cell_key(dataclasses.replace(config, precision="no"))
         configs.setdefault(key, config)
         cells.setdefault(key, {}).setdefault(config.precision, []).append(rows)
     out = []
