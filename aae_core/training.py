@@ -92,6 +92,12 @@ class RandomStreams:
         so rows stay bit-identical."""
         return self.evaluation + 2
 
+    @property
+    def curve(self) -> int:
+        """The generated samples of the validation curves (bench.validation): a stream of its
+        own, so recording a curve draws nothing from a training or evaluation stream."""
+        return self.evaluation + 3
+
     def for_rank(self, rank: int) -> RandomStreams:
         """The streams of data-parallel rank `rank` (see `aae_core.parallel`): init and data
         are shared by every rank, prior and evaluation (and with it noise) are the rank's own;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import platform
 import socket
@@ -45,6 +46,25 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# The instruction sets that pick a BLAS or oneDNN kernel (and with it the order of a float32
+# sum): two CPUs sold under one model name ("AMD EPYC") may differ in them.
+_KERNEL_FLAGS = ("avx", "amx", "fma", "f16c", "sse", "vnni")
+
+
+def cpu_features() -> str:
+    """A short digest (12 hex) of the CPU's SIMD instruction sets (the /proc/cpuinfo flags that
+    choose numerical kernels); "" where they cannot be read. Rows record it, and the training
+    digest compares bit for bit only on the same features (bench.versions)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = sorted(f for f in line.split(":", 1)[1].split() if f.startswith(_KERNEL_FLAGS))
+                return hashlib.sha256(" ".join(flags).encode()).hexdigest()[:12]
+    except OSError:
+        pass
+    return ""
 
 
 def gpu_name() -> str:
@@ -101,6 +121,7 @@ def _static_environment() -> dict[str, object]:
         "numpy": _version("numpy"),
         "platform": f"{sys.platform}-{platform.machine()}",
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
         "cpu_count": os.cpu_count() or 0,
         "gpu": gpu_name(),
         "hostname": socket.gethostname(),

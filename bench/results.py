@@ -37,7 +37,7 @@ ROW_COLUMNS = [
 ]
 PROVENANCE_COLUMNS = [
     "commit", "dirty", "python", "torch", "ray", "accelerate", "numpy", "platform", "cpu",
-    "cpu_count", "gpu", "hostname",
+    "cpu_features", "cpu_count", "gpu", "hostname", "matmul_precision", "cuda", "cudnn",
 ]
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from aae_core import datasets, priors, training, variants
-from bench import metrics, provenance, results
+from bench import metrics, provenance, results, validation
 from bench.config import TrialConfig
 from bench.evaluate import (
     EVALUATION_METRICS,
@@ -355,8 +355,9 @@ def train(run: Run, on_epoch: Callable[[TrialState | None, dict], None] | None) 
         live = [k for k in range(seeds) if k not in ctx.diverged]
         for k in live:
             run.curve[k].append({"epoch": epoch + 1, **losses[k], "seconds": seconds})
-        if selects and run.shard.rank == 0:
-            _select_models(run, live, epoch)
+        if run.shard.rank == 0:
+            errors = _select_models(run, live, epoch) if selects else None
+            _record_validation(run, live, errors)
         summary = {"epoch": epoch + 1, **_mean_over(run.curve[k][-1] for k in live), "seconds": seconds}
         if seeds > 1:
             summary["seeds_live"] = len(live)
@@ -367,16 +368,28 @@ def train(run: Run, on_epoch: Callable[[TrialState | None, dict], None] | None) 
             on_epoch(_checkpoint(run, epoch + 1), summary)
 
 
-def _select_models(run: Run, live: list[int], epoch: int) -> None:
-    """Model selection on the validation split only (never on test), seed by seed."""
+def _select_models(run: Run, live: list[int], epoch: int) -> list[float]:
+    """Model selection on the validation split only (never on test), seed by seed; returns
+    every seed's validation error."""
     errors = validation_errors(run.parts.net, run.data, run.accelerator.device)
-    for k in live:
-        run.curve[k][-1]["validation_error"] = errors[k]
     improved = [k for k in live if run.best[k] is None or errors[k] < run.best[k]["validation_error"]]
     trained = _state(run.accelerator, run.parts.net) if improved else {}  # one copy for all seeds
     for k in improved:
         run.best[k] = {"validation_error": errors[k], "epoch": epoch + 1,
                        "model": _seed_state(trained, k)}
+    return errors
+
+
+def _record_validation(run: Run, live: list[int], errors: list[float] | None) -> None:
+    """This epoch's validation metrics of every live seed, into its curve (bench.validation)."""
+    config, t0 = run.pack[0], time.perf_counter()
+    entries = validation.curve_entries(run.parts.net, config, evaluation_kind(config),
+                                       run.parts.priors["z"], run.data,
+                                       [s.curve for s in run.streams], run.accelerator.device,
+                                       torch.get_num_threads(), errors, live)
+    seconds = round(time.perf_counter() - t0, 3)  # the curve's cost, apart from the epoch's
+    for k in live:
+        run.curve[k][-1].update(entries[k], validation_seconds=seconds)
 
 
 def _checkpoint(run: Run, epoch: int) -> TrialState | None:

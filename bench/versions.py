@@ -13,8 +13,9 @@ bump fails it; after a bump (or a meant change of the digest configs) regenerate
 one command, REGENERATE.
 
 Bits depend on the CPU and the libraries (kernels, vector widths, summation order), so the
-digest file records where it was made. On the same CPU model with the same torch, numpy and
-platform the check is exact: every metric, and the sha256 of each trained model's weights. On
+digest file records where it was made. On the same CPU model and instruction sets
+(`cpu_features`: two CPUs sold as "AMD EPYC" trained the same weights but gave the numpy
+Parzen evaluator other last bits) with the same torch, numpy and platform the check is exact: every metric, and the sha256 of each trained model's weights. On
 other hardware the weights' digests cannot match and discrete metrics (an error rate, the chosen
 sigma, the selected epoch) may move by one test point, so only the continuous metrics (the
 training losses and the Parzen log-likelihoods, where every training change shows) are compared,
@@ -49,7 +50,7 @@ DIGEST_FILE = REPO / "tests" / "baselines" / "training-digest.json"
 REGENERATE = "python -m bench.versions --write-digest"
 RELATIVE_TOLERANCE = 1e-4
 DIGEST_FORMAT = "aae-bench-training-digest/1"
-HARDWARE_KEYS = ("cpu", "platform", "torch", "numpy")
+HARDWARE_KEYS = ("cpu", "cpu_features", "platform", "torch", "numpy")
 
 
 def continuous(metric: str) -> bool:
@@ -119,7 +120,7 @@ def compare_digest(got: dict, expected: dict) -> tuple[list[str], str]:
         return [f"TRAINING_VERSION is {TRAINING_VERSION} but {DIGEST_FILE.name} was made for "
                 f"version {expected.get('training_version')}: regenerate it with `{REGENERATE}`"], ""
     same = all(got["hardware"].get(k) == expected.get("hardware", {}).get(k) for k in HARDWARE_KEYS)
-    how = ("exact (same CPU model, platform, torch and numpy as the digest)" if same else
+    how = ("exact (same CPU model and instruction sets, platform, torch and numpy as the digest)" if same else
            f"continuous metrics within a relative {RELATIVE_TOLERANCE:g} (the digest was made on "
            f"{expected.get('hardware')}; weights and discrete metrics are not compared)")
     problems = []
