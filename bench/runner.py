@@ -401,6 +401,9 @@ def _connect(address: str | None) -> None:
     init_args = {"include_dashboard": False, "log_to_driver": False,
                  "configure_logging": True, "logging_level": logging.WARNING}
     if address is None:
+        # "local", not None: ray.init(None) joins a cluster that `ray start` left running on
+        # this host (and then refuses num_cpus); the embedded default is a Ray of its own.
+        address = "local"
         init_args["num_cpus"] = os.cpu_count()
     # A local Ray turns token auth on and says so at every start. (Setting RAY_AUTH_MODE here
     # instead would not do: Ray caches the mode at import, and a mismatch fails ray.init.)

@@ -59,3 +59,18 @@ def test_an_experiment_is_restored_only_for_unfinished_trials_and_the_same_resou
     # how many trials run at once does not change a trial's numbers: no reason to start over
     more = dataclasses.replace(sweep, resources=runner.Resources(max_concurrent=4))
     assert "other resources" not in more._why_not_restore(experiment, {configs[0].trial_id})
+
+
+def test_the_embedded_default_starts_a_ray_of_its_own(monkeypatch):
+    """With no address, a cluster that `ray start` left on this host must not be joined (ray.init
+    without an address joins it and then refuses num_cpus): the runner asks for "local"."""
+    import ray
+
+    from bench import runner
+
+    calls = []
+    monkeypatch.setattr(ray, "init", lambda address=None, **kw: calls.append((address, kw)))
+    runner._connect(None)
+    runner._connect("10.0.0.1:6379")
+    assert calls[0][0] == "local" and calls[0][1]["num_cpus"] >= 1
+    assert calls[1][0] == "10.0.0.1:6379" and "num_cpus" not in calls[1][1]
