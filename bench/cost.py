@@ -405,8 +405,8 @@ def estimate(configs: Sequence[TrialConfig], *, threads: int, seeds_per_trial: i
 def evaluation_seconds(c: TrialConfig, seeds: int, threads: int, device: str, cache_dir,
                        split_sizes: tuple[int, int, int]) -> tuple[float, list[Calibration]]:
     """Evaluation seconds per seed of a trial of `seeds` seeds: the per-epoch validation pass
-    (classifiers' model selection, for all seeds at once) and the final evaluation (each seed
-    alone), with the calibrations used."""
+    (classifiers' model selection and the validation curve, for all seeds at once) and the
+    final evaluation (each seed alone), with the calibrations used."""
     n_train, n_valid, n_test = split_sizes
     kind = evaluation_kind(c)
 
@@ -414,18 +414,32 @@ def evaluation_seconds(c: TrialConfig, seeds: int, threads: int, device: str, ca
         return calibrate(forward_key(c, s, threads), lambda: measure_forward(c, s, threads, device),
                          device=device, cache_dir=cache_dir)
 
-    alone = forward(1)
-    if kind == "classification":
-        batched = forward(seeds)
-        return (c.epochs * n_valid / batched.samples_per_s + n_test / alone.samples_per_s), [alone, batched]
+    alone, batched = forward(1), forward(seeds)
+    # The validation curve (bench.validation), every epoch for all seeds at once: a
+    # reconstruction pass over the validation images for every kind, and what each kind adds.
+    curve = c.epochs * n_valid / batched.samples_per_s
+    if kind == "classification":  # q(y|x) on validation: model selection and the curve
+        return (curve + c.epochs * n_valid / batched.samples_per_s + n_test / alone.samples_per_s), [alone, batched]
     if kind == "clustering":
-        return (n_valid + n_test + n_train) / alone.samples_per_s, [alone]
+        curve += c.epochs * n_valid / batched.samples_per_s
+        return curve + (n_valid + n_test + n_train) / alone.samples_per_s, [alone, batched]
     if kind == "reconstruction":
-        return n_test / alone.samples_per_s, [alone]
+        return curve + n_test / alone.samples_per_s, [alone, batched]
     dims = math.prod(SPLITS[c.dataset][1])
     products = calibrate(parzen_key(dims), lambda: measure_parzen(dims), device=device, cache_dir=cache_dir)
     decoded, pairs = parzen_work(c, n_valid, n_test)
-    return decoded / alone.samples_per_s + pairs * dims / products.samples_per_s, [alone, products]
+    curve_decoded, curve_pairs = curve_parzen_work(c, n_valid)
+    return (curve + curve_decoded / batched.samples_per_s + curve_pairs * dims / products.samples_per_s
+            + decoded / alone.samples_per_s + pairs * dims / products.samples_per_s), [alone, batched, products]
+
+
+def curve_parzen_work(c: TrialConfig, n_valid: int) -> tuple[int, int]:
+    """The Parzen part of a trial's validation curve (bench.validation.parzen_curve), per seed:
+    (samples decoded, sample x point pairs scored) over all epochs: each epoch decodes
+    parzen_samples and scores the validation images under every sigma (counted as one pass per
+    sigma, as parzen_work counts the sigma choice)."""
+    v = min(c.parzen_validation or n_valid, n_valid)
+    return c.epochs * c.parzen_samples, c.epochs * c.parzen_samples * len(c.parzen_sigmas) * v
 
 
 def parzen_work(c: TrialConfig, n_valid: int, n_test: int) -> tuple[int, int]:
@@ -434,7 +448,7 @@ def parzen_work(c: TrialConfig, n_valid: int, n_test: int) -> tuple[int, int]:
     validation images, the chosen one again on them and once on the test images. 10M column
     (parzen_samples_large): decoded again for each of its passes, each sigma on validation and
     one test pass."""
-    v, t = min(c.parzen_validation, n_valid), c.parzen_test or n_test
+    v, t = min(c.parzen_validation or n_valid, n_valid), c.parzen_test or n_test  # 0: the whole split
     sigmas = len(c.parzen_sigmas)
     decoded, pairs = c.parzen_samples, c.parzen_samples * (sigmas * v + v + t)
     if c.parzen_samples_large:
@@ -472,8 +486,9 @@ def _hours(h: float) -> str:
     return f"{h:.1f}" if h >= 1 else f"{h:.3f}" if h >= 0.001 else "<0.001"
 
 
-def format_estimate(estimates: Sequence[CellEstimate], slots: int = 1) -> str:
-    """The dry run's table: estimated hours on this machine per cell and in total."""
+def format_estimate(estimates: Sequence[CellEstimate], slots: int = 1, cache_dir=None) -> str:
+    """The dry run's table: estimated hours on this machine per cell and in total (`cache_dir`:
+    where the calibrations were cached, as given to `estimate`)."""
     if not estimates:
         return "estimated hours on this machine: no trials"
     first = estimates[0]
@@ -496,7 +511,7 @@ def format_estimate(estimates: Sequence[CellEstimate], slots: int = 1) -> str:
     calibrations = {c.key: c for e in estimates for c in e.calibrations}.values()
     dates = sorted(c.measured_at for c in calibrations)
     lines.append(f"calibration: {len(calibrations)} measured rates of machine {first.calibrations[0].machine} "
-                 f"({dates[0]} .. {dates[-1]}), cached in {cache_path()}")
+                 f"({dates[0]} .. {dates[-1]}), cached in {cache_path(cache_dir)}")
     lines.append("DEVIATION: assumes the machine is otherwise idle; with several trials at a time the "
                  "wall-hours are a lower bound.")
     return "\n".join(lines)

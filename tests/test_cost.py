@@ -106,10 +106,37 @@ def test_parzen_work_counts_every_pass():
     assert pairs == 10_000 * (sigmas * 1000 + 1000 + 10_000) + 10_000_000 * (sigmas * 1000 + 10_000)
 
 
+def test_parzen_work_reads_the_whole_validation_split_where_the_config_says_0():
+    (c,) = grid_configs("table1", "quick", 1, ("mnist",))
+    c = dataclasses.replace(c, parzen_validation=0)  # TFD's setting: the fold's whole split
+    decoded, pairs = cost.parzen_work(c, 400, 10_000)
+    assert pairs == c.parzen_samples * (len(c.parzen_sigmas) * 400 + 400 + 10_000)
+
+
+def test_the_validation_curve_is_priced_every_epoch(tmp_path, fake_rates):
+    """The curve (bench.validation) adds per epoch a reconstruction pass over the validation
+    images, and for a Parzen cell one decode and a score of the validation images per sigma."""
+    (c,) = grid_configs("table1", "quick", 1, ("mnist",))
+    sizes = (50_000, 10_000, 10_000)
+    seconds = {n: cost.evaluation_seconds(dataclasses.replace(c, epochs=n), 1, 1, "cpu", tmp_path, sizes)[0]
+               for n in (1, 2)}
+    per_epoch = seconds[2] - seconds[1]
+    decoded, pairs = cost.curve_parzen_work(c, 10_000)
+    assert (decoded, pairs) == (10 * c.parzen_samples, 10 * c.parzen_samples * len(c.parzen_sigmas) * 1000)
+    rate = 1000  # every fake rate
+    expected = (10_000 + c.parzen_samples) / rate + c.parzen_samples * len(c.parzen_sigmas) * 1000 * 784 / rate
+    assert per_epoch == pytest.approx(expected)
+    (t2,) = grid_configs("table2", "quick", 1, ("mnist",))[:1]
+    one, two = (cost.evaluation_seconds(dataclasses.replace(t2, epochs=n), 1, 1, "cpu", tmp_path, sizes)[0]
+                for n in (1, 2))
+    assert two - one == pytest.approx(2 * 10_000 / rate)  # selection + curve, both on validation
+
+
 def test_format_estimate_prints_every_cell_and_a_total(tmp_path, fake_rates):
     configs = tiny("table2", 3)
     estimates = cost.estimate(configs, threads=2, seeds_per_trial=3, precision="bf16", cache_dir=tmp_path)
-    text = cost.format_estimate(estimates, slots=2)
+    text = cost.format_estimate(estimates, slots=2, cache_dir=tmp_path)
+    assert str(tmp_path / "calibration.json") in text
     assert len(estimates) == 3
     for e in estimates:
         assert e.cell in text and e.seeds == 3
