@@ -1,14 +1,20 @@
 """Priors p(z) that the adversarial network imposes on the code (paper, Sections 2-5).
 
-Each prior draws n samples from an explicit `torch.Generator`, so the draws of a trial are
-reproducible from its seed and independent of every other random stream. Priors that the
-paper conditions on labels (Section 3, Fig. 4) take `labels`: an int tensor with the class of
-each draw, -1 meaning "unlabelled" (draw from the whole prior). `closed_form_kl` says whether
-the KL of a diagonal Gaussian from the prior has a closed form (the VAE baseline's KL term).
+Each prior draws n samples from an explicit `torch.Generator`, on that generator's device, so
+the draws of a trial are reproducible from its seed and independent of every other random
+stream. Priors that the paper conditions on labels (Section 3, Fig. 4) take `labels`: an int
+tensor with the class of each draw, -1 meaning "unlabelled" (draw from the whole prior); labels
+on another device are moved to the generator's. `closed_form_kl` says whether the KL of a
+diagonal Gaussian from the prior has a closed form (the VAE baseline's KL term).
+
+What does not change between steps (the mixture's centres and stds) is built once per device
+(on the CPU, then moved: every device gets the same values) and kept: a step on an accelerator
+copies nothing from the host.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -16,17 +22,49 @@ from typing import ClassVar
 import torch
 
 
-def _random_labels(n: int, k: int, labels: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
-    """The class of each draw: the given label, or a uniform class where the label is -1."""
-    drawn = torch.randint(0, k, (n,), generator=generator)
+def _labels_on(labels, n: int, k: int, device: torch.device) -> torch.Tensor | None:
+    """`labels` as a long tensor on `device` (the draws' device), checked: shape (n,), values in
+    -1..k-1; None stays None.
+
+    CPU labels are checked here (ValueError, one line). Labels on an accelerator are checked
+    there without the host waiting for the answer (`torch._assert_async`): a bad label stops
+    the process at its next synchronisation, with the same message."""
     if labels is None:
-        return drawn
-    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
+        return None
+    labels = torch.as_tensor(labels, dtype=torch.long).to(device)
     if labels.shape != (n,):
         raise ValueError(f"labels must have shape ({n},); got {tuple(labels.shape)}")
-    if labels.numel() and (int(labels.max()) >= k or int(labels.min()) < -1):
-        raise ValueError(f"labels must lie in -1..{k - 1}")
+    message = f"labels must lie in -1..{k - 1}"
+    if labels.device.type != "cpu":
+        if labels.numel():
+            torch._assert_async(((labels >= -1) & (labels < k)).all(), message)
+    elif labels.numel() and (int(labels.max()) >= k or int(labels.min()) < -1):
+        raise ValueError(message)
+    return labels
+
+
+def _random_labels(n: int, k: int, labels: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    """The class of each draw: the given label (checked, `_labels_on`), or a uniform class where
+    the label is -1 or there are none."""
+    drawn = torch.randint(0, k, (n,), generator=generator, device=generator.device)
+    if labels is None:
+        return drawn
     return torch.where(labels >= 0, labels, drawn)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """torch.tensor(values) (float32) on `device`, made once (read only)."""
+    return torch.tensor(values, device="cpu").to(device)
+
+
+@functools.lru_cache(maxsize=64)
+def _mixture_frame(components: int, radius: float, device: torch.device,
+                   dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mixture's centres (k, 2) and their unit vectors (k, 2) in `dtype` on `device`, made
+    once (read only). Computed on the CPU, the way CPU runs always computed them, then moved."""
+    centres = GaussianMixture(components, radius).centres().to(dtype)
+    return centres.to(device), (centres / radius).to(device)
 
 
 @dataclass(frozen=True)
@@ -44,7 +82,7 @@ class Gaussian:
             raise ValueError(f"Gaussian prior: std must be > 0, got {self.std}")
 
     def sample(self, n: int, generator: torch.Generator, labels=None) -> torch.Tensor:
-        return torch.randn(n, self.dim, generator=generator) * self.std  # (n, dim)
+        return torch.randn(n, self.dim, generator=generator, device=generator.device) * self.std  # (n, dim)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return (-0.5 * (z / self.std).pow(2) - math.log(self.std * math.sqrt(2 * math.pi))).sum(1)
@@ -75,12 +113,15 @@ class GaussianMixture:
             raise ValueError("mixture prior: both stds must be > 0")
 
     def centres(self) -> torch.Tensor:
-        angle = 2 * math.pi * torch.arange(self.components, dtype=torch.float64) / self.components
+        """The centres (k, 2), float32, on the CPU (a new tensor)."""
+        angle = 2 * math.pi * torch.arange(self.components, dtype=torch.float64, device="cpu") / self.components
         return (self.radius * torch.stack([angle.cos(), angle.sin()], 1)).float()  # (k, 2)
 
     def sample(self, n: int, generator: torch.Generator, labels=None) -> torch.Tensor:
-        k = _random_labels(n, self.components, labels, generator)
-        noise = torch.randn(n, 2, generator=generator) * torch.tensor([self.std_radial, self.std_tangential])
+        k = _random_labels(n, self.components, _labels_on(labels, n, self.components, generator.device),
+                           generator)
+        stds = _constant((self.std_radial, self.std_tangential), generator.device)
+        noise = torch.randn(n, 2, generator=generator, device=generator.device) * stds
         angle = 2 * math.pi * k.double() / self.components
         radial = torch.stack([angle.cos(), angle.sin()], 1).float()  # (n, 2) unit vectors
         tangential = torch.stack([-radial[:, 1], radial[:, 0]], 1)  # (n, 2)
@@ -88,8 +129,7 @@ class GaussianMixture:
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z), equal weights (the VAE baseline's KL needs it)."""
-        centres = self.centres().to(z)  # (k, 2)
-        radial = centres / self.radius  # (k, 2) unit vectors
+        centres, radial = _mixture_frame(self.components, self.radius, z.device, z.dtype)  # (k, 2) each
         d = z[:, None, :] - centres[None]  # (n, k, 2)
         a = (d * radial).sum(-1)  # (n, k) along the radius
         b = d[..., 1] * radial[:, 0] - d[..., 0] * radial[:, 1]  # (n, k) across it
@@ -117,13 +157,13 @@ class SwissRoll:
             raise ValueError(f"swiss-roll prior needs >= 1 class; got {self.classes}")
 
     def sample(self, n: int, generator: torch.Generator, labels=None) -> torch.Tensor:
-        within = torch.rand(n, generator=generator, dtype=torch.float64)
+        within = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device)
         if labels is None:
             u = within
         else:
+            labels = _labels_on(labels, n, self.classes, generator.device)
             k = _random_labels(n, self.classes, labels, generator).double()
-            unlabelled = torch.as_tensor(labels).cpu() < 0
-            u = torch.where(unlabelled, within, (k + within) / self.classes)
+            u = torch.where(labels < 0, within, (k + within) / self.classes)
         r, theta = 3 * u.sqrt(), 4 * math.pi * u.sqrt()
         return torch.stack([r * theta.cos(), r * theta.sin()], 1).float()  # (n, 2)
 
@@ -140,7 +180,7 @@ class Categorical:
             raise ValueError(f"categorical prior needs >= 2 classes; got {self.dim}")
 
     def sample(self, n: int, generator: torch.Generator, labels=None) -> torch.Tensor:
-        k = _random_labels(n, self.dim, labels, generator)
+        k = _random_labels(n, self.dim, _labels_on(labels, n, self.dim, generator.device), generator)
         return torch.nn.functional.one_hot(k, self.dim).float()  # (n, dim)
 
 

@@ -347,3 +347,107 @@ def test_categorical_unlabelled_rows_are_uniform_one_hots():
     assert np.all(np.abs(frequency - 0.1) < 5 * math.sqrt(0.09 / (n - 1000)))
     free = priors.Categorical(10).sample(n, gen(1)).mean(0).double().numpy()
     assert np.all(np.abs(free - 0.1) < 5 * math.sqrt(0.09 / n))
+
+
+# -- devices and caches (#18 item 5) --------------------------------------------------------
+
+
+def test_mixture_log_prob_builds_its_centres_once_per_device_and_dtype(monkeypatch):
+    """The VAE's KL calls log_prob every step: the centres are made once per (device, dtype),
+    not built (or copied to the device) each time, and the density has the bits it had when
+    they were built inline."""
+    priors._mixture_frame.cache_clear()
+    built = []
+    original = priors.GaussianMixture.centres
+    monkeypatch.setattr(priors.GaussianMixture, "centres", lambda self: built.append(1) or original(self))
+    prior = priors.GaussianMixture(6, 2.0)
+    for dtype in (torch.float32, torch.float64):
+        z = torch.randn(300, 2, generator=gen(0), dtype=dtype) * 2
+        got = [prior.log_prob(z) for _ in range(3)]
+        centres = original(prior).to(z)  # the inline computation the cache replaced
+        radial = centres / prior.radius
+        d = z[:, None, :] - centres[None]
+        a, b = (d * radial).sum(-1), d[..., 1] * radial[:, 0] - d[..., 0] * radial[:, 1]
+        inline = torch.logsumexp(-0.5 * ((a / 0.5) ** 2 + (b / 0.05) ** 2)
+                                 - math.log(2 * math.pi * 0.5 * 0.05), 1) - math.log(6)
+        assert all(torch.equal(g, inline) for g in got)
+    assert len(built) == 2  # once for float32, once for float64
+
+
+def test_mixture_draws_build_no_tensor_from_host_values_after_the_first(monkeypatch):
+    """Its stds are a tensor made once per device (on a GPU, torch.tensor([...]) each step is a
+    copy from the host)."""
+    prior = priors.GaussianMixture()
+    first = prior.sample(50, gen(0), labels=torch.arange(50) % 11 - 1)
+    made = []
+    original = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or original(*a, **k))
+    again = prior.sample(50, gen(0), labels=torch.arange(50) % 11 - 1)
+    assert made == [] and torch.equal(first, again)
+
+
+def test_labels_on_an_accelerator_are_checked_without_a_host_read():
+    """`meta` stands in for a GPU: its values cannot be read on the host (any read raises), so
+    these calls prove that checking device labels never waits on the device. The shape is still
+    checked on the host (it is known there), and labels are moved to the draws' device."""
+    meta = torch.device("meta")
+    labels = torch.zeros(6, dtype=torch.long, device=meta)
+    assert priors._labels_on(labels, 6, 10, meta).device == meta
+    assert priors._labels_on(torch.arange(6), 6, 10, meta).device == meta  # CPU labels are moved
+    with pytest.raises(ValueError, match="shape"):
+        priors._labels_on(torch.zeros(7, dtype=torch.long, device=meta), 6, 10, meta)
+    with pytest.raises(ValueError, match=r"-1\.\.9"):  # on the CPU: checked at once
+        priors._labels_on(torch.full((6,), 10), 6, 10, torch.device("cpu"))
+
+
+def cuda(test):
+    """CUDA-only: marked `cuda` (`pytest -m cuda` runs exactly these) and skipped without a GPU."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
+
+
+def host_syncs(fn) -> int:
+    """How often fn makes the host wait on the GPU (a copy from the host included)."""
+    import warnings
+
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+@cuda
+@pytest.mark.parametrize("name", sorted(CLASSES))
+def test_cuda_label_conditioned_draws_stay_on_the_device(name):
+    """Labels and generator on the GPU: the draws are made there, honour the labels, and the
+    host never waits (no .cpu(), no check that reads the labels back, no constant copied)."""
+    prior = make(name)
+    k = getattr(prior, CLASSES[name])
+    device = torch.device("cuda")
+    labels = (torch.arange(1000, device=device) % (k + 1)) - 1
+    generator = torch.Generator(device=device).manual_seed(0)
+    prior.sample(1000, generator, labels=labels)  # warm: caches fill
+    draws = []
+    assert host_syncs(lambda: draws.append(prior.sample(1000, generator, labels=labels))) == 0
+    z = draws[0]
+    assert z.device.type == "cuda" and z.shape == (1000, prior.dim)
+    again = prior.sample(1000, torch.Generator(device=device).manual_seed(0), labels=labels)
+    assert torch.equal(again, prior.sample(1000, torch.Generator(device=device).manual_seed(0), labels=labels))
+    if name == "categorical":
+        known = labels >= 0
+        assert torch.equal(z[known].argmax(1), labels[known])
+
+
+@cuda
+def test_cuda_mixture_log_prob_copies_nothing_after_the_first_call():
+    prior = priors.GaussianMixture()
+    z = torch.randn(500, 2, device="cuda") * 2
+    expected = prior.log_prob(z.cpu())
+    prior.log_prob(z)  # warm
+    out = []
+    assert host_syncs(lambda: out.append(prior.log_prob(z))) == 0
+    torch.testing.assert_close(out[0].cpu(), expected, rtol=1e-5, atol=1e-5)
