@@ -40,7 +40,7 @@ import pandas as pd
 from bench import results
 from bench.config import TrialConfig, config_from_dict
 from bench.packs import Pack, pack_configs, pack_from_params, pack_name, pack_params, pack_trial_ids
-from bench.trial import TrialSettings
+from bench.trial import CUBLAS_WORKSPACE, TrialSettings
 from bench.versions import TRAINING_VERSION
 
 log = logging.getLogger("aae_bench.runner")
@@ -88,6 +88,13 @@ class Resources:
             raise SweepError(f"--workers-per-trial must be >= 1; got {self.workers_per_trial}")
         if self.seeds_per_trial < 1:
             raise SweepError(f"--seeds-per-trial must be >= 1; got {self.seeds_per_trial}")
+        if self.workers_per_trial > 1 and not float(self.gpus_per_trial).is_integer():
+            # Refused, not run on gloo: workers sharing a GPU see one device between them, and
+            # Accelerate's DDP puts rank r on cuda:r (not visible) whatever the backend.
+            raise SweepError(f"--workers-per-trial {self.workers_per_trial} needs whole GPUs per "
+                             f"worker (--gpus-per-trial 0, 1, 2, ...); got {self.gpus_per_trial}: "
+                             f"workers sharing a GPU would put several NCCL ranks on it (to pack "
+                             f"trials on a GPU, use a fraction with --workers-per-trial 1)")
 
     @property
     def threads(self) -> int:
@@ -98,6 +105,10 @@ class Resources:
     @property
     def cpus_of_trial(self) -> float:
         return self.cpus_per_trial * self.workers_per_trial
+
+    @property
+    def gpus_of_trial(self) -> float:
+        return self.gpus_per_trial * self.workers_per_trial
 
     def tune_request(self) -> dict:
         """What one Tune trial asks Ray for (a data-parallel trial's workers ask separately)."""
@@ -112,14 +123,19 @@ class Resources:
             request["GPU"] = self.gpus_per_trial
         return request
 
-    def concurrency(self, cluster_cpus: float) -> int | None:
-        """Tune's max_concurrent_trials. Data parallel: never more trials than the cluster can
-        give all their workers at once, or waiting trials hold nothing and time out in Train."""
+    def concurrency(self, cluster_cpus: float, cluster_gpus: float = 0.0) -> int | None:
+        """Tune's max_concurrent_trials (`max_concurrent` when given). Data parallel: never more
+        trials than the cluster can give all their workers at once, in CPUs and in GPUs, or
+        waiting trials hold nothing (their Tune process asks for no GPU) and time out in Train.
+        Single-process trials ask Tune for their GPUs themselves: Ray packs them (None)."""
         if self.max_concurrent:
             return self.max_concurrent
-        if self.workers_per_trial > 1:
-            return max(1, math.floor(cluster_cpus / self.cpus_of_trial + 1e-9))
-        return None
+        if self.workers_per_trial == 1:
+            return None
+        fits = math.floor(cluster_cpus / self.cpus_of_trial + 1e-9)
+        if self.gpus_per_trial:
+            fits = min(fits, math.floor(cluster_gpus / self.gpus_of_trial + 1e-9))
+        return max(1, fits)
 
 
 @dataclass
@@ -395,11 +411,22 @@ def _prepare_environment() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
+def worker_runtime_env() -> dict:
+    """The environment of every Ray worker process of a sweep (Tune trials, Ray Train workers):
+    a job-level runtime_env, set before each process starts, so before its first CUDA call.
+    cuBLAS reads CUBLAS_WORKSPACE_CONFIG once, at a process's first cuBLAS call; setting it in
+    the trial (bench.trial.pin_numerics) would come too late wherever something in a reused or
+    Train worker touched CUDA first. The driver's own value (a user's) is passed on, else ours."""
+    return {"env_vars": {"CUBLAS_WORKSPACE_CONFIG":
+                         os.environ.get("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)}}
+
+
 def _connect(address: str | None) -> None:
     import ray
 
     init_args = {"include_dashboard": False, "log_to_driver": False,
-                 "configure_logging": True, "logging_level": logging.WARNING}
+                 "configure_logging": True, "logging_level": logging.WARNING,
+                 "runtime_env": worker_runtime_env()}
     if address is None:
         # "local", not None: ray.init(None) joins a cluster that `ray start` left running on
         # this host (and then refuses num_cpus); the embedded default is a Ray of its own.
@@ -470,7 +497,7 @@ def run_sweep(
             _check_resources(cluster, resources)
             refs = {k: ray.put(v) for k, v in data.items()}
             sweep = _Sweep(todo, refs, results_dir, storage_path, key, resources,
-                           resources.concurrency(cluster.get("CPU", 0)), command,
+                           resources.concurrency(cluster.get("CPU", 0), cluster.get("GPU", 0)), command,
                            keep_old_versions)
             summary.interrupted = sweep.run()
         finally:

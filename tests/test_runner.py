@@ -74,3 +74,115 @@ def test_the_embedded_default_starts_a_ray_of_its_own(monkeypatch):
     runner._connect("10.0.0.1:6379")
     assert calls[0][0] == "local" and calls[0][1]["num_cpus"] >= 1
     assert calls[1][0] == "10.0.0.1:6379" and "num_cpus" not in calls[1][1]
+
+
+# -- GPUs (#18 items 2, 3, 8): plain functions on fake cluster resources ---------------------
+
+
+def test_data_parallel_workers_need_whole_gpus():
+    """Workers sharing a GPU would be several NCCL ranks on one device ("Duplicate GPU
+    detected"), or a rank pointed at a GPU it cannot see: refused in one line."""
+    for gpus in (0.5, 0.25, 1.5):
+        with pytest.raises(runner.SweepError) as exc:
+            runner.Resources(gpus_per_trial=gpus, workers_per_trial=2)
+        message = str(exc.value)
+        assert "\n" not in message and "whole GPUs" in message and f"{gpus}" in message
+    runner.Resources(gpus_per_trial=0.25)  # a fraction packs single-process trials: fine
+    runner.Resources(gpus_per_trial=1, workers_per_trial=2)
+    runner.Resources(gpus_per_trial=0, workers_per_trial=2)
+
+
+@pytest.mark.parametrize("cpus,gpus,cluster,expected", [
+    (1, 1, {"CPU": 16, "GPU": 2}, 1),  # 2 workers x 1 GPU: one trial at a time (CPUs alone: 8)
+    (1, 1, {"CPU": 16, "GPU": 4}, 2),
+    (1, 1, {"CPU": 16, "GPU": 5}, 2),  # the fifth GPU cannot hold a trial's two workers
+    (4, 1, {"CPU": 16, "GPU": 8}, 2),  # CPUs bind first
+    (1, 0, {"CPU": 16, "GPU": 8}, 8),  # CPU workers: the GPUs do not count
+    (1, 0, {"CPU": 16}, 8),
+])
+def test_data_parallel_concurrency_counts_cpus_and_gpus(cpus, gpus, cluster, expected):
+    r = runner.Resources(cpus_per_trial=cpus, gpus_per_trial=gpus, workers_per_trial=2)
+    assert r.concurrency(cluster.get("CPU", 0), cluster.get("GPU", 0)) == expected
+    assert "gpu" not in r.tune_request()  # the waiting Tune process holds no GPU ...
+    assert r.worker_request().get("GPU", 0) == gpus  # ... its workers do
+    runner._check_resources(cluster, r)  # and the cluster can run one
+
+
+def test_concurrency_limits_that_are_not_the_runners():
+    # given by the user: used as given; single-process trials: Ray packs them by their requests
+    assert runner.Resources(gpus_per_trial=1, workers_per_trial=2, max_concurrent=3).concurrency(16, 2) == 3
+    assert runner.Resources(gpus_per_trial=0.25).concurrency(16, 2) is None
+    assert runner.Resources(gpus_per_trial=0.25).tune_request() == {"cpu": 1.0, "gpu": 0.25}
+
+
+class FakeRay:
+    """The Ray calls run_sweep makes, against fake cluster resources."""
+
+    def __init__(self, cluster: dict):
+        self.cluster, self.init_kwargs = cluster, []
+
+    def install(self, monkeypatch):
+        import ray
+
+        monkeypatch.setattr(ray, "init", lambda address=None, **kw: self.init_kwargs.append(kw))
+        monkeypatch.setattr(ray, "cluster_resources", lambda: dict(self.cluster))
+        monkeypatch.setattr(ray, "put", lambda value: value)
+        monkeypatch.setattr(ray, "shutdown", lambda: None)
+
+
+def test_run_sweep_takes_the_clusters_gpus_into_its_concurrency(tmp_path, monkeypatch):
+    fake = FakeRay({"CPU": 16.0, "GPU": 2.0})
+    fake.install(monkeypatch)
+    made = []
+
+    @dataclasses.dataclass
+    class RecordingSweep(runner._Sweep):
+        def run(self) -> bool:
+            made.append(self)
+            return False
+
+    monkeypatch.setattr(runner, "_Sweep", RecordingSweep)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    configs = grid_configs("table1", "smoke", 2, ("mnist",))
+    runner.run_sweep(configs, {}, results_dir=tmp_path,
+                     resources=runner.Resources(gpus_per_trial=1, workers_per_trial=2))
+    assert made[0].concurrency == 1  # 2 GPUs hold one trial's two workers (16 CPUs would say 8)
+    # every Ray worker (Tune trial, Ray Train worker) starts with cuBLAS's fixed workspace
+    assert fake.init_kwargs[0]["runtime_env"] == {"env_vars": {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}}
+
+
+def test_a_users_cublas_workspace_reaches_the_workers_unchanged(monkeypatch):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    assert runner.worker_runtime_env() == {"env_vars": {"CUBLAS_WORKSPACE_CONFIG": ":16:8"}}
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    from bench.trial import CUBLAS_WORKSPACE
+
+    assert runner.worker_runtime_env()["env_vars"]["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE
+
+
+@pytest.mark.ray
+def test_ray_workers_start_with_the_cublas_workspace_set(monkeypatch):
+    """Set in the worker process's environment before anything runs in it (so before CUDA
+    initialises): in a task and in an actor (Tune trials and Ray Train workers are actors)."""
+    import os
+
+    import ray
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # a user's own value is kept
+    runner._prepare_environment()
+    runner._connect(None)
+    try:
+        @ray.remote(num_cpus=0)
+        def seen() -> str | None:
+            return os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+
+        @ray.remote(num_cpus=0)
+        class Seen:
+            def value(self) -> str | None:
+                return os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+
+        assert ray.get(seen.remote()) == ":16:8"
+        assert ray.get(Seen.remote().value.remote()) == ":16:8"
+    finally:
+        ray.shutdown()
