@@ -9,19 +9,26 @@ Training versions: a row without `training_version` gets the version of the code
 `commit`, from this repository's git history (bench.versions.training_version_of_commit: 1 before
 the seed-batching commit a99f140, 2 from 4310127 on); a row whose commit git does not know, or
 that falls between the two, keeps it empty (an unknown version, never pooled with known ones).
+
+Layout: each grid file `<grid>.csv` becomes one file per trial and code version under `<grid>/`
+(bench.store), the cells' text unchanged; a per-trial file already there is merged with (the
+newest row wins), and the grid file is removed only once every file is written and read back.
+
 Running it again changes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from bench import results, versions
+from bench import results, store, versions
 from bench.results import config_of
 
 
@@ -83,8 +90,8 @@ def migrate(results_dir: str | os.PathLike) -> list[str]:
     results_dir = Path(results_dir)
     said = []
     for path in sorted(results_dir.glob("*.csv")):
-        frame = pd.read_csv(path)
-        if frame.empty or "trial_id" not in frame.columns:
+        frame = store.read_file(path)
+        if frame.empty:
             continue
         frame, changed = migrate_ids(frame)
         frame, commits = add_training_versions(frame)
@@ -100,6 +107,72 @@ def migrate(results_dir: str | os.PathLike) -> list[str]:
     return said
 
 
+def _host(record: dict) -> str:
+    # The machine the rows came from: the grid file's rows name the machine that ran them.
+    return record.get("hostname") or record.get("node") or store.this_host()
+
+
+def split_grid_file(path: Path) -> str:
+    """One grid file -> its per-trial files (merged with those already there); the grid file
+    removed once they are written and read back; what was done, in one line."""
+    table = store.read_table(path)
+    grid = path.stem
+    try:
+        directory = store.grid_dir(path.parent, grid)
+    except ValueError:
+        raise store.ResultsError(f"{path}: {grid!r} cannot name a grid directory; rename the "
+                                 f"file to <grid>.csv") from None
+    groups: dict[str, list[tuple[str, ...]]] = {}
+    for record in table.records:
+        row = dict(zip(table.header, record, strict=True))
+        name = store.trial_file_name(row["trial_id"], row.get("training_version"),
+                                     row.get("evaluator_version"), _host(row))
+        groups.setdefault(name, []).append(record)
+    if groups:
+        store.make_dir(directory)
+    merged = 0
+    for name, records in groups.items():
+        target = directory / name
+        if target.exists():  # written by newer code meanwhile: one file, the newest rows
+            both = store.tables_frame([store.read_table(target),
+                                       store.Table(path, table.header, tuple(records))])
+            results.write_frame(target, results.merge(both))
+            merged += 1
+        else:
+            store.write_text(target, _csv_text(table.header, records))
+    # Read back before the grid file goes: every row of it must be found in its file.
+    for name, records in groups.items():
+        found = store.read_table(directory / name)
+        keys = {_key(found.header, r) for r in found.records}
+        if not {_key(table.header, r) for r in records} <= keys:
+            raise store.ResultsError(f"{directory / name}: rows of {path} missing after the "
+                                     f"write; {path} kept")
+    store.remove(path)
+    trials = len({dict(zip(table.header, r, strict=True))["trial_id"] for r in table.records})
+    also = f", {merged} merged with files already there" if merged else ""
+    return (f"{path.name}: {len(table.records)} rows of {trials} trials -> {grid}/ "
+            f"({len(groups)} files{also}); {path.name} removed")
+
+
+def _key(header: tuple[str, ...], record: tuple[str, ...]) -> tuple[str, ...]:
+    row = dict(zip(header, record, strict=True))
+    return (row["trial_id"], row["metric"], store.version_token(row.get("training_version")),
+            store.version_token(row.get("evaluator_version")))
+
+
+def _csv_text(header: tuple[str, ...], records: list[tuple[str, ...]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(records)
+    return buffer.getvalue()
+
+
+def split_grid_files(results_dir: str | os.PathLike) -> list[str]:
+    """Every grid file of `results_dir` into the per-trial layout; the lines say what changed."""
+    return [split_grid_file(p) for p in sorted(Path(results_dir).glob("*.csv"))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.migrate", description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="?", default="results")
@@ -107,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.results).is_dir():
         print(f"bench.migrate: error: {args.results} is not a directory", file=sys.stderr)
         return 2
-    lines = migrate(args.results)
+    try:
+        lines = migrate(args.results) + split_grid_files(args.results)
+    except store.ResultsError as exc:
+        print(f"bench.migrate: error: {exc}", file=sys.stderr)
+        return 2
     print("\n".join(lines) if lines else f"{args.results}: nothing to migrate")
     return 0
 

@@ -1,8 +1,9 @@
 """Tidy result rows: one row per (trial, metric), with the trial's config and provenance.
 
-Rows live in `<results>/<grid>.csv` (CSV diffs in git and reads with pandas). Writing is
-read-merge-replace through a temporary file, so a crash never leaves a half-written file and a
-finished row is never lost. Merging keeps the newest row per (trial_id, metric).
+Rows live in plain CSV files, one per trial and code version (bench.store: the layout, atomic
+writes, strict reads): a finished trial writes only its own rows, results from two machines merge
+by copying files, and pandas alone reads them. Merging keeps the newest row (by `finished_at`)
+per (trial_id, metric, training_version, evaluator_version).
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import functools
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from bench import store
 from bench.config import PROFILES, TrialConfig, config_from_dict
+from bench.store import ResultsError
 from bench.versions import METRICS_VERSION, TRAINING_VERSION
 
 STATUSES = ("done", "diverged", "error")
@@ -56,23 +58,38 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
     return frame[first + middle + last]
 
 
-def results_file(results_dir: str | os.PathLike, grid: str) -> Path:
-    return Path(results_dir) / f"{grid}.csv"
-
-
 def read_rows(results_dir: str | os.PathLike, grid: str | None = None) -> pd.DataFrame:
-    """All rows under `results_dir` (one grid, or every `*.csv`), merged and deduplicated."""
-    directory = Path(results_dir)
-    files = [results_file(directory, grid)] if grid else sorted(directory.glob("*.csv"))
-    frames = [pd.read_csv(f, keep_default_na=True) for f in files if f.exists() and f.stat().st_size]
-    if not frames:
+    """All rows under `results_dir` (of one grid, or of all), merged: the per-trial files and
+    the grid files of older code alike. A file that cannot be read is a ResultsError."""
+    tables = [store.read_table(f) for f in store.row_files(results_dir, grid)]
+    frame = store.tables_frame([t for t in tables if t.header])
+    if frame.empty:
         return pd.DataFrame(columns=ROW_COLUMNS)
-    return merge(pd.concat(frames, ignore_index=True))
+    return merge(frame)
+
+
+def require_rows(results_dir: str | os.PathLike) -> pd.DataFrame:
+    """read_rows, for a command that needs rows: a missing directory, or one without rows, is a
+    ResultsError (before anything is written)."""
+    if not Path(results_dir).is_dir():
+        raise ResultsError(f"--results {results_dir}: no such directory; pass the directory "
+                           f"that `aae-bench run --results` wrote")
+    frame = read_rows(results_dir)
+    if frame.empty:
+        raise ResultsError(f"--results {results_dir}: no result rows there (no <grid>/*.csv "
+                           f"files); run `aae-bench run GRID --results {results_dir}` first")
+    return frame
 
 
 def merge(frame: pd.DataFrame) -> pd.DataFrame:
     """Keep the newest row per (trial_id, metric, training_version, evaluator_version): a
-    retried trial replaces its failure; a trial re-run by newer code keeps its older rows."""
+    retried trial replaces its failure; a trial re-run by newer code keeps its older rows.
+    Newest: the latest `finished_at`; of equal (or missing) times, the later in `frame`. The
+    rows come back oldest first, so the order of the files read does not matter."""
+    if "finished_at" in frame.columns:
+        when = pd.to_datetime(frame["finished_at"], utc=True, errors="coerce", format="ISO8601")
+        frame = (frame.assign(_when=when)
+                 .sort_values("_when", kind="stable", na_position="first").drop(columns="_when"))
     keys = frame[[c for c in KEY if c in frame.columns]].copy()
     for column in VERSION_COLUMNS:  # 1, 1.0 and "1" are one version (CSV, NaN columns, str)
         if column in keys.columns:
@@ -102,31 +119,31 @@ def newest_versions(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[float, floa
     return rows[evaluator == evaluator.max()], (float(training.max()), float(evaluator.max()))
 
 
+def trial_file(results_dir: str | os.PathLike, grid: str, row: Mapping,
+               host: str | None = None) -> Path:
+    """The file that holds `row`: its trial's, at its training and evaluator versions, written
+    on `host` (default this machine)."""
+    return store.grid_dir(results_dir, grid) / store.trial_file_name(
+        row["trial_id"], row.get("training_version"), row.get("evaluator_version"),
+        host or store.this_host())
+
+
 def append_rows(results_dir: str | os.PathLike, grid: str, rows: list[dict]) -> Path:
-    """Merge `rows` into `<results_dir>/<grid>.csv`, atomically."""
-    path = results_file(results_dir, grid)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = to_frame(rows)
-    if path.exists() and path.stat().st_size:
-        old = pd.read_csv(path)
-        columns = list(old.columns) + [c for c in new.columns if c not in old.columns]
-        frame = merge(pd.concat([old, new], ignore_index=True))[columns]
-    else:
-        frame = new
-    return write_frame(path, frame)
+    """Write the rows of one or more finished trials: each trial's rows (per code version)
+    replace its own file, atomically; no other file is read or written, so the cost is the
+    rows' own. Returns the file written, or the grid's directory when there were several."""
+    files: dict[Path, list[dict]] = {}
+    for row in rows:
+        files.setdefault(trial_file(results_dir, grid, row), []).append(row)
+    directory = store.grid_dir(results_dir, grid)
+    store.make_dir(directory)
+    written = [write_frame(path, to_frame(group)) for path, group in files.items()]
+    return written[0] if len(written) == 1 else directory
 
 
 def write_frame(path: Path, frame: pd.DataFrame) -> Path:
-    """`frame` as the CSV `path`, atomically (a temporary file renamed over it)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            frame.to_csv(handle, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """`frame` as the CSV `path`, atomically and durably (bench.store.write_text)."""
+    return store.write_text(Path(path), frame.to_csv(index=False, lineterminator="\n"))
 
 
 def done_trial_ids(results_dir: str | os.PathLike, grid: str | None = None) -> set[str]:

@@ -18,8 +18,9 @@ def test_append_merges_and_keeps_newest(tmp_path):
     assert frame.set_index("trial_id").loc["b", "value"] == 3.0
     assert "new_col" in frame.columns
     assert frame.set_index("trial_id").loc["a", "lr_decay_epochs"] == "[50, 1000]"
-    # key columns first
-    assert list(pd.read_csv(tmp_path / "g.csv").columns[:2]) == ["trial_id", "grid"]
+    # key columns first, in each trial's own file
+    assert list(pd.read_csv(results.trial_file(tmp_path, "g", row("a", "m", 1.0))).columns[:2]) == [
+        "trial_id", "grid"]
 
 
 def test_done_trial_ids_exclude_failures(tmp_path):
@@ -33,18 +34,19 @@ def test_done_trial_ids_exclude_failures(tmp_path):
 
 def test_failed_write_leaves_old_file_intact(tmp_path, monkeypatch):
     results.append_rows(tmp_path, "g", [row("a", "m", 1.0)])
-    before = (tmp_path / "g.csv").read_text()
+    path = results.trial_file(tmp_path, "g", row("a", "m", 1.0))
+    before = path.read_text()
 
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", boom)
     try:
-        results.append_rows(tmp_path, "g", [row("b", "m", 2.0)])
+        results.append_rows(tmp_path, "g", [row("a", "m", 2.0)])  # a re-run of trial a
     except OSError:
         pass
-    assert (tmp_path / "g.csv").read_text() == before
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert path.read_text() == before
+    assert not list(path.parent.glob(".*.tmp"))
 
 
 def test_read_rows_of_empty_dir(tmp_path):
