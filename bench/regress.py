@@ -4,6 +4,7 @@ Baseline (JSON, made by `write_baseline` from a run, committed by hand):
 
     {"format": "aae-bench-baseline/1", "created": ..., "source": [provenance lines],
      "tolerance_rule": "...", "training_version": 2, "evaluator_version": 1,
+     "device": "cpu", "gpus": [],
      "entries": [{"grid": "table1", "metric": "parzen_ll", "filters": {}, "profile": "smoke",
                   "expected": -190.2, "tolerance": 4.1, "std": 1.3, "n": 3, "seeds": [0, 1, 2],
                   "failed_trials": 0}, ...]}
@@ -15,10 +16,20 @@ below a relative floor (default 1 % of the expected value). `check` passes an en
 run's mean over its done seeds (same grid, profile, metric and filters) is within the tolerance
 of the expected value and the run has no more failed (diverged / error) trials than the baseline.
 
+Devices. A trial's id leaves the device out (a CPU and a GPU run of one config are the same
+experiment), but their numbers differ by more than seed noise can hide or show: other kernels,
+and on an accelerator other random draws (see aae_core.training.device_generators). A baseline
+therefore records the kind of device its rows ran on ("cpu", "cuda": a row's `device` up to
+the colon), and `check` compares it only with rows of that kind; rows of another kind are left
+out and named in the header, and when no row is of the baseline's kind, `check` says so and
+exits 2 instead of failing on that difference or passing on nothing. A baseline that records no
+device is a CPU baseline (LEGACY_DEVICE). The GPU model is not part of the kind: a CUDA baseline
+gates runs on any GPU, and the header notes when the models differ.
+
 Exit codes of `check`: 0 every entry passes; 1 any entry drifted, is missing from the results
 (counted as a failure) or has more failed trials; 2 unusable input (baseline file missing,
 unreadable or malformed; no result rows; results of another training or evaluator version than
-the baseline's, which the gate never compares).
+the baseline's, or only of another kind of device, which the gate never compares).
 """
 
 from __future__ import annotations
@@ -54,6 +65,10 @@ DEFAULT_FLOORS = {
 # unchanged log-likelihood is not a regression (parzen_ll catches one that matters).
 SKIP_BY_DEFAULT = ("parzen_sigma",)
 _NOT_FILTERS = {"seed", "grid", "profile"}
+UNRECORDED = "unrecorded"
+LEGACY_DEVICE = "cpu"
+"""The device of a baseline that records none: every baseline made before the field existed was
+made on a CPU (no GPU run of this code existed then)."""
 _ALWAYS_FILTERS = ("variant", "dataset", "prior")
 
 
@@ -76,6 +91,31 @@ def _varying_fields(rows: pd.DataFrame) -> list[str]:
             and (c in _ALWAYS_FILTERS or trials[c].astype(str).nunique() > 1)]
 
 
+def device_kind(device) -> str:
+    """The kind of device a row ran on: 'cuda:1' -> 'cuda', 'cpu' -> 'cpu'; UNRECORDED for none."""
+    if device is None or (isinstance(device, float) and math.isnan(device)) or not str(device).strip():
+        return UNRECORDED
+    return str(device).split(":", 1)[0].strip().lower()
+
+
+def device_kinds(frame: pd.DataFrame) -> pd.Series:
+    if "device" not in frame.columns:
+        return pd.Series(UNRECORDED, index=frame.index, dtype=object)
+    return frame["device"].map(device_kind)
+
+
+def _gpu_names(frame: pd.DataFrame) -> list[str]:
+    if "gpu" not in frame.columns:
+        return []
+    return sorted({str(g) for g in frame["gpu"].dropna() if str(g).strip()})
+
+
+def _trial_counts(frame: pd.DataFrame, kinds: pd.Series) -> str:
+    """'cuda (3 trials), mps (1 trial)'."""
+    trials = frame.assign(_kind=kinds).drop_duplicates("trial_id")["_kind"].value_counts()
+    return ", ".join(f"{kind} ({n} trial{'s' if n != 1 else ''})" for kind, n in sorted(trials.items()))
+
+
 def _plain(value):
     if hasattr(value, "item"):
         value = value.item()
@@ -86,17 +126,23 @@ def write_baseline(results_dir: str | os.PathLike, out_path: str | os.PathLike, 
                    grids: list[str] | None = None, profile: str | None = None,
                    metrics: list[str] | None = None, k: float = DEFAULT_K,
                    floors: dict[str, float] | None = None,
-                   rel_floor: float = DEFAULT_REL_FLOOR) -> Path:
+                   rel_floor: float = DEFAULT_REL_FLOOR, device: str | None = None) -> Path:
     """A baseline from the done rows of a run: one entry per (grid, metric, cell filters).
 
     `profile` None takes the grid's only profile (ValueError when it has several); `metrics`
-    None takes every metric but SKIP_BY_DEFAULT.
+    None takes every metric but SKIP_BY_DEFAULT; `device` (a kind: "cpu", "cuda") None takes
+    the rows' only kind of device (ValueError when they ran on several).
     """
     frame = read_rows(results_dir)
     if frame.empty:
         raise ValueError(f"no result rows in {results_dir}")
+    if grids:
+        frame = frame[frame["grid"].astype(str).isin(grids)]
+        if frame.empty:
+            raise ValueError(f"no rows of grids {', '.join(grids)} in {results_dir}")
     # A baseline is of one training and one evaluator version: the newest rows'.
     frame, (training, evaluator) = newest_versions(frame)
+    frame, kind = _one_device(frame, device)
     floors = {**DEFAULT_FLOORS, **(floors or {})}
     entries = []
     for grid in grids or sorted(frame["grid"].astype(str).unique()):
@@ -142,6 +188,7 @@ def write_baseline(results_dir: str | os.PathLike, out_path: str | os.PathLike, 
         "source": {"results_dir": str(results_dir), "commits": commits},
         "tolerance_rule": tolerance_rule(k, rel_floor),
         "training_version": int(training), "evaluator_version": int(evaluator),
+        "device": kind, "gpus": _gpu_names(frame),
         "k": k, "rel_floor": rel_floor, "floors": floors,
         "entries": entries,
     }
@@ -149,6 +196,22 @@ def write_baseline(results_dir: str | os.PathLike, out_path: str | os.PathLike, 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(baseline, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return out
+
+
+def _one_device(frame: pd.DataFrame, device: str | None) -> tuple[pd.DataFrame, str]:
+    """The rows of one kind of device (`device`, or the rows' only kind) and that kind."""
+    kinds = device_kinds(frame)
+    if device is not None:
+        rows = frame[kinds == device]
+        if rows.empty:
+            raise ValueError(f"no rows ran on device {device}; the rows ran on "
+                             f"{_trial_counts(frame, kinds)}")
+        return rows, device
+    present = sorted(set(kinds))
+    if len(present) > 1:
+        raise ValueError(f"the rows ran on {_trial_counts(frame, kinds)}: a baseline holds one kind "
+                         f"of device; pass device=")
+    return frame, present[0]
 
 
 _ENTRY_KEYS = {"grid": str, "metric": str, "profile": str, "expected": (int, float),
@@ -179,17 +242,31 @@ def load_baseline(path: str | os.PathLike) -> dict:
             raise BaselineError(f"baseline entry {i}: 'filters' must be an object")
         if not (math.isfinite(entry["expected"]) and entry["tolerance"] >= 0):
             raise BaselineError(f"baseline entry {i}: expected must be finite, tolerance >= 0")
+    if not isinstance(data.get("device", LEGACY_DEVICE), str):
+        raise BaselineError(f"baseline file {path}: 'device' must be a string (e.g. \"cpu\")")
     return data
 
 
-def compare(baseline: dict, frame: pd.DataFrame) -> list[dict]:
-    """One result per baseline entry: status pass / DRIFT / MISSING / FAILED-TRIALS."""
+def baseline_device(baseline: dict) -> str:
+    return baseline.get("device", LEGACY_DEVICE)
+
+
+def _entry_rows(frame: pd.DataFrame, entry: dict) -> pd.DataFrame:
+    """The rows of one baseline entry's cell, profile and metric."""
+    cell = select(frame, entry["grid"], entry.get("filters", {}))
+    if not cell.empty:
+        cell = cell[cell["profile"].astype(str) == entry["profile"]]
+    return cell[cell["metric"] == entry["metric"]] if not cell.empty else cell
+
+
+def compare(baseline: dict, frame: pd.DataFrame,
+            elsewhere: pd.DataFrame | None = None) -> list[dict]:
+    """One result per baseline entry: status pass / DRIFT / MISSING / FAILED-TRIALS. `frame`
+    holds the rows to compare (the baseline's kind of device, `same_device`); `elsewhere`, the
+    rows of other kinds, only says why an entry found none."""
     out = []
     for entry in baseline["entries"]:
-        cell = select(frame, entry["grid"], entry.get("filters", {}))
-        if not cell.empty:
-            cell = cell[cell["profile"].astype(str) == entry["profile"]]
-        trials = cell[cell["metric"] == entry["metric"]] if not cell.empty else cell
+        trials = _entry_rows(frame, entry)
         failed = int(trials.drop_duplicates("trial_id")["status"]
                      .isin(["diverged", "error"]).sum()) if not trials.empty else 0
         done = trials[trials["status"] == "done"] if not trials.empty else trials
@@ -200,6 +277,12 @@ def compare(baseline: dict, frame: pd.DataFrame) -> list[dict]:
         if values.empty:
             result["status"] = "MISSING"
             result["note"] = "no done rows for this entry in the results (counts as a failure)"
+            other = _entry_rows(elsewhere, entry) if elsewhere is not None and not elsewhere.empty \
+                else None
+            if other is not None and not other.empty:
+                result["note"] = (f"no done rows on {baseline_device(baseline)}, the baseline's "
+                                  f"device; its rows ran on {_trial_counts(other, device_kinds(other))}, "
+                                  f"not compared (counts as a failure)")
         else:
             result["got"] = float(values.mean())
             result["diff"] = result["got"] - entry["expected"]
@@ -238,6 +321,36 @@ def same_versions(baseline: dict, frame: pd.DataFrame) -> tuple[pd.DataFrame, st
                        f"version {wanted['evaluator_version']}, the results are {', '.join(found)}: "
                        f"the gate does not compare across versions (re-run, or regenerate the baseline)")
     return frame[mask], ""
+
+
+def same_device(baseline: dict, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The rows of the baseline's kind of device, the rows of other kinds, and a one-line reason
+    when no row is of its kind: trial ids leave the device out, so without this a CPU baseline
+    would fail a GPU run on the devices' numeric difference, or pass it on nothing."""
+    wanted = baseline_device(baseline)
+    kinds = device_kinds(frame)
+    mine = kinds == wanted
+    if not mine.any():
+        return frame.iloc[0:0], frame, (
+            f"the baseline was made on {wanted}, the results ran on {_trial_counts(frame, kinds)}: "
+            f"the gate compares a baseline only with rows of its own kind of device (trial ids "
+            f"leave the device out); to gate these, make a baseline from a run on that device "
+            f"(regress.write_baseline)")
+    return frame[mine], frame[~mine], ""
+
+
+def device_lines(baseline: dict, mine: pd.DataFrame, others: pd.DataFrame) -> list[str]:
+    """What the header says about devices: the one compared, the rows left out, GPU models."""
+    wanted = baseline_device(baseline)
+    recorded = "" if "device" in baseline else " (the baseline records none: made before devices were recorded, on a CPU)"
+    lines = [f"device: {wanted}{recorded}; only rows that ran on {wanted} are compared"]
+    if not others.empty:
+        lines.append(f"left out, another kind of device: {_trial_counts(others, device_kinds(others))}")
+    theirs, ours = baseline.get("gpus") or [], _gpu_names(mine)
+    if wanted != "cpu" and theirs and ours and set(ours) != set(theirs):
+        lines.append(f"GPU model differs (baseline: {', '.join(theirs)}; results: {', '.join(ours)}): "
+                     f"the tolerances were set by the baseline's seed spread on its own")
+    return lines
 
 
 def format_results(results: list[dict]) -> str:
@@ -281,7 +394,11 @@ def check(baseline_path: str | os.PathLike, results_dir: str | os.PathLike) -> t
     frame, why = same_versions(baseline, frame)
     if why:
         return EXIT_UNUSABLE, f"not comparable: {why}\n"
-    results = compare(baseline, frame)
+    frame, others, why = same_device(baseline, frame)
+    if why:
+        return EXIT_UNUSABLE, f"not comparable: {why}\n"
+    results = compare(baseline, frame, others)
     text = f"baseline {baseline_path} ({baseline.get('tolerance_rule', '')})\n" + \
+        "".join(line + "\n" for line in device_lines(baseline, frame, others)) + \
         format_results(results)
     return (PASS if all(r["status"] == "pass" for r in results) else EXIT_DRIFT), text

@@ -116,3 +116,87 @@ def test_several_profiles_need_a_choice(tmp_path):
         regress.write_baseline(results, tmp_path / "b.json")
     path = regress.write_baseline(results, tmp_path / "b.json", profile="quick")
     assert {e["profile"] for e in json.loads(path.read_text())["entries"]} == {"quick"}
+
+
+# -- devices (#18 item 9): trial ids leave the device out, the gate compares like with like ----
+
+
+def on(device: str, rows: list[dict], gpu: str = "") -> list[dict]:
+    return [{**row, "device": device, "gpu": gpu} for row in rows]
+
+
+def test_a_baseline_records_its_kind_of_device(baseline, tmp_path):
+    assert json.loads(baseline.read_text())["device"] == "cpu"
+    rows = on("cuda:0", table1_rows([-190.0, -188.0], profile="smoke"), gpu="NVIDIA H200")
+    cuda = regress.write_baseline(write_results(tmp_path / "gpu", rows), tmp_path / "cuda.json")
+    data = json.loads(cuda.read_text())
+    assert data["device"] == "cuda" and data["gpus"] == ["NVIDIA H200"]
+
+
+def test_a_baseline_of_mixed_devices_needs_a_choice(tmp_path):
+    rows = table1_rows([-190.0, -188.0], profile="smoke")
+    mixed = rows[:len(rows) // 2] + on("cuda:0", rows[len(rows) // 2:])  # seed 0 on cpu, 1 on cuda
+    results = write_results(tmp_path / "r", mixed)
+    with pytest.raises(ValueError, match="pass device=") as exc:
+        regress.write_baseline(results, tmp_path / "b.json")
+    assert "cpu (1 trial), cuda (1 trial)" in str(exc.value)
+    path = regress.write_baseline(results, tmp_path / "b.json", device="cpu")
+    data = json.loads(path.read_text())
+    assert data["device"] == "cpu" and {e["n"] for e in data["entries"]} == {1}
+
+
+def test_a_cpu_baseline_refuses_gpu_rows_in_one_clear_line(baseline, tmp_path):
+    """The same trial ids on a GPU: other numbers for device reasons, not a regression; and
+    comparing nothing is no pass either."""
+    far = on("cuda:0", table1_rows([-250.0, -251.0, -249.0], profile="smoke"), gpu="NVIDIA H200")
+    code, text = regress.check(baseline, write_results(tmp_path / "gpu", far))
+    assert code == regress.EXIT_UNUSABLE and len(text.strip().splitlines()) == 1
+    assert "baseline was made on cpu" in text and "cuda (3 trials)" in text
+    assert "DRIFT" not in text and "PASS" not in text
+
+
+def test_rows_of_another_device_are_left_out_and_named(baseline, tmp_path):
+    rows = table1_rows([-191.0, -187.0, -192.0], profile="smoke") + \
+        on("cuda:1", table1_rows([-250.0, -251.0, -249.0], profile="smoke", epochs=5))
+    code, text = regress.check(baseline, write_results(tmp_path / "mixed", rows))
+    assert code == regress.PASS, text  # the cpu rows pass; the far-off cuda rows are not pooled in
+    assert "device: cpu; only rows that ran on cpu are compared" in text
+    assert "left out, another kind of device: cuda (3 trials)" in text
+
+
+def test_an_entry_whose_rows_ran_elsewhere_says_so(baseline, tmp_path):
+    # the baseline's cell ran on cuda only, beside another cell's cpu trial: MISSING, and why
+    rows = on("cuda:0", table1_rows([-190.0, -188.0, -192.0], profile="smoke")) + \
+        table1_rows([-190.0], profile="smoke", dataset="fashion-mnist")
+    code, text = regress.check(baseline, write_results(tmp_path / "r", rows))
+    assert code == regress.EXIT_DRIFT and "MISSING" in text
+    assert "no done rows on cpu, the baseline's device; its rows ran on cuda (3 trials)" in text
+
+
+def test_a_cuda_baseline_gates_any_cuda_device_and_notes_another_gpu_model(tmp_path):
+    base = write_results(tmp_path / "base", on("cuda:0", table1_rows([-190.0, -188.0, -192.0], profile="smoke"),
+                                               gpu="NVIDIA H200"))
+    cuda = regress.write_baseline(base, tmp_path / "cuda.json")
+    run = on("cuda:3", table1_rows([-191.0, -187.0, -192.0], profile="smoke"), gpu="NVIDIA A100")
+    code, text = regress.check(cuda, write_results(tmp_path / "run", run))
+    assert code == regress.PASS, text
+    assert "GPU model differs (baseline: NVIDIA H200; results: NVIDIA A100)" in text
+    code, text = regress.check(cuda, write_results(tmp_path / "cpu", table1_rows([-190.0], profile="smoke")))
+    assert code == regress.EXIT_UNUSABLE and "baseline was made on cuda" in text and "cpu (1 trial)" in text
+
+
+def test_a_baseline_without_a_device_is_a_cpu_baseline(baseline, tmp_path):
+    """Baselines made before the field (tests/baselines/table1-smoke.json) were made on a CPU."""
+    data = json.loads(baseline.read_text())
+    del data["device"]
+    baseline.write_text(json.dumps(data))
+    code, text = regress.check(baseline, _run(tmp_path, [-191.0, -187.0, -192.0]))
+    assert code == regress.PASS and "the baseline records none" in text
+    gpu = write_results(tmp_path / "gpu", on("cuda:0", table1_rows([-190.0], profile="smoke")))
+    assert regress.check(baseline, gpu)[0] == regress.EXIT_UNUSABLE
+
+
+def test_device_kind():
+    assert [regress.device_kind(d) for d in ("cpu", "cuda:0", "cuda", "mps", " CUDA:1 ")] == \
+        ["cpu", "cuda", "cuda", "mps", "cuda"]
+    assert regress.device_kind(float("nan")) == regress.device_kind("") == regress.UNRECORDED
