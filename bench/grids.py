@@ -7,10 +7,12 @@ Each function takes a profile and a number of seeds (0..seeds-1).
 
 from __future__ import annotations
 
-from dataclasses import replace
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from aae_core import variants
-from bench.config import PROFILES, ConfigError, TrialConfig
+from bench.config import ALTERNATIVES, LABEL_FIELDS, PROFILES, ConfigError, TrialConfig
 
 # What changes with the profile. Everything else is the paper's setting (or a PAPER-GAP field).
 SCALE = {
@@ -139,6 +141,171 @@ def figure11(profile: str, seeds: int) -> list[TrialConfig]:
     return _cells("figure11", profile, seeds, cells)
 
 
+# -- the sensitivity study (issue #17): every open choice of two cells, one at a time ------------
+
+
+@dataclass(frozen=True)
+class SensitivityCell:
+    """A cell of a paper table whose open choices the sensitivity study varies: the configs of
+    `grid` whose fields equal `filters`, one per seed (its default is then exactly the table's
+    trial, same trial id, so the table's rows are reused, not re-run)."""
+
+    key: str
+    grid: str
+    filters: Mapping[str, object]
+    paper_table: str
+    """The paper's number this cell is compared with (bench.paper: table and column, row "AAE")."""
+    paper_column: str
+
+
+@dataclass(frozen=True)
+class SensitivityChoice:
+    """One open choice, varied from the cell's default: `changes` are the only fields that
+    differ (two where the choice needs them together); `source` is where the varied value
+    comes from (a file of public code, a reading of the paper) or why it is tried."""
+
+    cell: str
+    name: str
+    changes: Mapping[str, object]
+    source: str
+
+    @property
+    def label(self) -> str:
+        """The changed fields as `field=value`, in the order given."""
+        return ", ".join(f"{k}={v}" for k, v in self.changes.items())
+
+
+SENSITIVITY_CELLS = (
+    SensitivityCell("table1/mnist", "table1", {"dataset": "mnist"}, "table1", "mnist_10k"),
+    SensitivityCell("table2/mnist-100", "table2", {"dataset": "mnist", "labels": 100}, "table2", "mnist_100"),
+)
+
+# The averaged reconstruction loss is the summed one divided by the pixel count, so its gradient
+# is too: with the learning rate multiplied by the pixel count (SGD with momentum is linear in the
+# gradient) every step is the same as ours. The row that does this is a check of the study
+# itself: it should come out "not detectably" (floating point alone tells the two apart).
+MNIST_PIXELS = 28 * 28
+RECON_LR = 0.01  # TrialConfig.recon_lr, the appendix reading
+# Public code cited below, as stored in the search index (repository, path, commit):
+MUSYOKU_SEMI = "musyoku/adversarial-autoencoder run/semi-supervised/classification/train.py (6a2334f)"
+MUSYOKU_CLUSTER = "musyoku/adversarial-autoencoder run/unsupervised/clustering/train.py (6a2334f)"
+FDUCAU_SEMI = "fducau/AAE_pytorch script/aae_semisupervised.py (1a37fb9)"
+FDUCAU_SUPERVISED = "fducau/AAE_pytorch script/aae_supervised.py (1a37fb9)"
+
+_AVERAGED = (f"averaged over pixels, as public AAE code does: F.mean_squared_error in {MUSYOKU_SEMI} "
+             f"and {MUSYOKU_CLUSTER}; same learning rate")
+_AVERAGED_SCALED = (f"averaged over pixels with recon_lr x {MNIST_PIXELS} (28 x 28 pixels): the same step "
+                    "as ours, a check of the study (expected: not detectably)")
+_SUM_OF_MEANS = (f"mean over the prior draws plus mean over the codes: -mean(log D(real) + log(1 - D(fake))) "
+                 f"in {FDUCAU_SEMI} and {FDUCAU_SUPERVISED}; softmax_cross_entropy(real) + "
+                 f"softmax_cross_entropy(fake) in {MUSYOKU_SEMI}")
+_PYTORCH_INIT = (f"nn.Linear's default initialisation: no explicit init in {FDUCAU_SEMI} (ours, "
+                 "N(0, 0.01^2), is a third-party reading of Appendix A)")
+
+# The study's rows: a user adds a choice by adding a row. Cells: SENSITIVITY_CELLS.
+SENSITIVITY = (
+    # -- Table 1, MNIST: unsupervised AAE, Gaussian prior N(0, 5^2 I), 8-D code ---------------
+    SensitivityChoice("table1/mnist", "reconstruction loss averaged over pixels",
+                      dict(recon_reduction="mean"), _AVERAGED),
+    SensitivityChoice("table1/mnist", "averaged, learning rate scaled to the same step",
+                      dict(recon_reduction="mean", recon_lr=RECON_LR * MNIST_PIXELS), _AVERAGED_SCALED),
+    SensitivityChoice("table1/mnist", "discriminator loss: sum of the two means",
+                      dict(disc_loss="sum-of-means"), _SUM_OF_MEANS),
+    SensitivityChoice("table1/mnist", "PyTorch's default weight initialisation",
+                      dict(init="pytorch"), _PYTORCH_INIT),
+    # -- Table 2, MNIST with 100 labels: semi-supervised AAE ----------------------------------
+    SensitivityChoice("table2/mnist-100", "reconstruction loss averaged over pixels",
+                      dict(recon_reduction="mean"), _AVERAGED),
+    SensitivityChoice("table2/mnist-100", "averaged, learning rate scaled to the same step",
+                      dict(recon_reduction="mean", recon_lr=RECON_LR * MNIST_PIXELS), _AVERAGED_SCALED),
+    SensitivityChoice("table2/mnist-100", "discriminator loss: sum of the two means",
+                      dict(disc_loss="sum-of-means"), _SUM_OF_MEANS),
+    SensitivityChoice("table2/mnist-100", "classification momentum 0.1",
+                      dict(classification_momentum=0.1),
+                      f"the default --momentum 0.1 of {MUSYOKU_SEMI} (Adam's beta1 there unless "
+                      "--optimizer msgd, aae/optim.py); also our regularization phase's momentum"),
+    SensitivityChoice("table2/mnist-100", "classification momentum 0 (plain SGD)",
+                      dict(classification_momentum=0.0),
+                      "plain SGD: our choice of alternative; public code (not located here)"),
+    SensitivityChoice("table2/mnist-100", "classification learning rate 0.01",
+                      dict(classification_lr=0.01),
+                      "the reconstruction phase's rate of the appendix reading; public code with an SGD "
+                      f"classification phase (not located here: {FDUCAU_SEMI} uses Adam, lr 0.001)"),
+    SensitivityChoice("table2/mnist-100", "classification learning rate 1.0",
+                      dict(classification_lr=1.0),
+                      "ten times ours: our choice of alternative; public code (not located here)"),
+    SensitivityChoice("table2/mnist-100", "style prior std 5.0",
+                      dict(prior_std=5.0),
+                      f"torch.randn(...) * 5. for the style code in {FDUCAU_SUPERVISED} (the supervised "
+                      f"AAE; {FDUCAU_SEMI} draws N(0, 1)); Table 1's N(0, 5^2 I)"),
+    SensitivityChoice("table2/mnist-100", "denoising target: the noisy input",
+                      dict(denoise_target="noisy"),
+                      "the other reading of Section 5's input noise; public code (not located here)"),
+    SensitivityChoice("table2/mnist-100", "no input noise",
+                      dict(input_noise_std=0.0),
+                      f"no noise on the encoder's input in {FDUCAU_SEMI} (dropout 0.25 instead) and "
+                      f"in {MUSYOKU_SEMI}; ours, 0.3, is the issue's reading of Section 5"),
+    SensitivityChoice("table2/mnist-100", "PyTorch's default weight initialisation",
+                      dict(init="pytorch"), _PYTORCH_INIT),
+)
+
+# Fields whose None is a named default (bench.config.ALTERNATIVES): varying them is allowed
+# where they are None; any other None field does not apply to the cell and is never varied.
+_NAMED_DEFAULTS = {name for name, _, _ in ALTERNATIVES}
+_FIELDS = {f.name for f in dataclasses.fields(TrialConfig)}
+
+
+def sensitivity_cell(key: str) -> SensitivityCell:
+    for cell in SENSITIVITY_CELLS:
+        if cell.key == key:
+            return cell
+    raise ConfigError(f"unknown sensitivity cell {key!r}; valid: {', '.join(c.key for c in SENSITIVITY_CELLS)}")
+
+
+def sensitivity_defaults(key: str, profile: str, seeds: int) -> list[TrialConfig]:
+    """The cell's default, one config per seed: exactly its table's trials (grid label
+    "sensitivity", which is not part of the trial id)."""
+    cell = sensitivity_cell(key)
+    configs = [c for c in GRIDS[cell.grid](profile, seeds)
+               if all(getattr(c, k) == v for k, v in cell.filters.items())]
+    if [c.seed for c in configs] != list(range(seeds)):
+        raise ConfigError(f"sensitivity cell {key}: grid {cell.grid} has no single cell with "
+                          f"{dict(cell.filters)} (found {len(configs)} configs for {seeds} seeds)")
+    return [replace(c, grid="sensitivity") for c in configs]
+
+
+def vary(default: TrialConfig, choice: SensitivityChoice) -> TrialConfig:
+    """`default` with the choice's fields changed; a field that does not apply (None, not a
+    named default), is not a field, or keeps its value gets one line saying so."""
+    for name, value in choice.changes.items():
+        if name not in _FIELDS or name in LABEL_FIELDS or name == "seed":
+            raise ConfigError(f"sensitivity choice {choice.name!r}: {name!r} is not a config field "
+                              "a choice can vary")
+        current = getattr(default, name)
+        if current is None and name not in _NAMED_DEFAULTS:
+            raise ConfigError(f"sensitivity choice {choice.name!r}: {name} does not apply to cell "
+                              f"{choice.cell} (None there)")
+        if current == value:
+            raise ConfigError(f"sensitivity choice {choice.name!r}: {name}={value!r} is the cell's default")
+    varied = replace(default, **choice.changes)
+    if varied.trial_id == default.trial_id:
+        raise ConfigError(f"sensitivity choice {choice.name!r} names the cell's default")
+    return varied
+
+
+def sensitivity(profile: str, seeds: int) -> list[TrialConfig]:
+    """Issue #17: for Table 1's MNIST cell and Table 2's MNIST 100-label cell, every open choice
+    of SENSITIVITY varied one at a time from our default, the rest held fixed. Each cell's
+    default comes first (the table's own trials: done there, reused here), then each choice."""
+    out = []
+    for cell in SENSITIVITY_CELLS:
+        defaults = sensitivity_defaults(cell.key, profile, seeds)
+        out += defaults
+        for choice in (c for c in SENSITIVITY if c.cell == cell.key):
+            out += [vary(d, choice) for d in defaults]
+    return out
+
+
 GRIDS = {
     "table1": table1,
     "table2": table2,
@@ -149,6 +316,7 @@ GRIDS = {
     "figure5_6": figure5_6,
     "figure9": figure9,
     "figure11": figure11,
+    "sensitivity": sensitivity,
 }
 
 
