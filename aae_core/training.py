@@ -406,10 +406,11 @@ def sample_prior(ctx: StepContext, name: str, n: int, device, labels: torch.Tens
     prior = ctx.priors[name]
     if labels is None:
         return per_seed(lambda gen, k: on_generator_device(gen, prior.sample, n, gen), ctx.prior_draws, device)
-    # The priors take a label-conditioned draw's labels on the CPU: those draws stay on the
-    # CPU streams, on the device loop too (one host sync a step, Section 3's variant only).
-    labels = labels.cpu()
-    return per_seed(lambda gen, k: prior.sample(n, gen, labels=labels[k]), ctx.prior_generators, device)
+    # Label-conditioned draws come from the same generators as the others, with the labels
+    # where they are (the device loop: its device generators, no host sync); a CPU run draws
+    # from its CPU streams with CPU labels, exactly as before.
+    return per_seed(lambda gen, k: on_generator_device(gen, prior.sample, n, gen, labels[k]),
+                    ctx.prior_draws, device)
 
 
 def on_generator_device(gen: torch.Generator, fn, *args):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 from report_fixtures import fake_trial_rows, table1_rows, write_results
 
 from bench import cli, regress, results, runner, tables, versions
@@ -107,7 +106,7 @@ def test_the_committed_baselines_carry_the_current_version():
 def test_the_committed_rows_carry_the_versions_they_were_made_with():
     # results/*.csv: the study's rows (results/precision-check/ holds a separate comparison,
     # made at training version 2)
-    frame = pd.concat([pd.read_csv(p) for p in (REPO / "results").glob("*.csv")], ignore_index=True)
+    frame = results.read_rows(REPO / "results")
     by_grid = frame.groupby("grid")["training_version"].agg(lambda v: sorted(set(v)))
     assert by_grid["table1"] == [2]  # commit 2707a50: seed-batched code
     assert by_grid["table2"] == [1]  # commit 03f085b: before a99f140

@@ -262,7 +262,7 @@ def test_killed_driver_then_rerun_gives_the_rows_of_an_uninterrupted_sweep(tmp_p
     assert int(resumed.group(1)) >= 3
     assert f"[start] {first}" not in again.stdout  # done trials never run again
 
-    frame = pd.read_csv(results_dir / "table1.csv")
+    frame = results.read_rows(results_dir, "table1")
     assert not frame.duplicated(["trial_id", "metric"]).any()
     by_trial = frame.groupby("trial_id")["resumed_from_epoch"].first()
     assert by_trial[interrupted] == int(resumed.group(1))
@@ -314,7 +314,7 @@ def test_ctrl_c_says_interrupted_and_a_grown_rerun_finishes(tmp_path, mnist_dir,
     assert again.returncode == 0, again.stdout + again.stderr
     assert "[sweep] restoring" in again.stdout
     assert re.search(r"^\[sweep\] table1: 1 trials to run", again.stdout, re.M), again.stdout
-    frame = pd.read_csv(results_dir / "table1.csv")
+    frame = results.read_rows(results_dir, "table1")
     assert n_done(results_dir) == 3
     assert not frame.duplicated(["trial_id", "metric"]).any()
 
@@ -342,14 +342,14 @@ def test_trial_done_after_tunes_last_snapshot_is_skipped_on_restore(tmp_path, mn
         if driver.poll() is None:
             driver.kill()
     first = re.search(r"^\[done\] (\w+)", out.read_text(), re.M).group(1)
-    before = pd.read_csv(results_dir / "table1.csv")
+    before = results.read_rows(results_dir, "table1")
 
     again = subprocess.run([AAE_BENCH, *args], env=ray_env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "[sweep] restoring" in again.stdout
     assert f"[skip] {first}" in again.stdout, again.stdout
     assert f"[start] {first}" not in again.stdout
-    after = pd.read_csv(results_dir / "table1.csv")
+    after = results.read_rows(results_dir, "table1")
     assert n_done(results_dir) == 2 and not after.duplicated(["trial_id", "metric"]).any()
     mine = lambda frame: frame[frame["trial_id"] == first].reset_index(drop=True)  # noqa: E731
     pd.testing.assert_frame_equal(mine(before)[before.columns], mine(after)[before.columns])
