@@ -93,6 +93,9 @@ def _add_train(sub) -> None:
     p.add_argument("--profile", default="quick", help="smoke | quick | long | paper (default quick)")
     p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="as for `run`: 0 (default) trains on the CPU, > 0 on this process's "
+                        "CUDA GPU (one; CUDA_VISIBLE_DEVICES chooses which)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="runs/train", help="directory for the checkpoint and latents")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -138,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args) -> int:
     from aae_core import datasets
-    from bench import grids, runner
+    from bench import grids, runner, store
 
     configs = grids.grid_configs(args.grid, args.profile, args.seeds, tuple(args.dataset))
     if args.epochs is not None:
@@ -157,6 +160,8 @@ def cmd_run(args) -> int:
     # before Ray starts and before anything is written.
     data = {(c.dataset, c.fold or 0): None for c in pending}
     data = {key: datasets.load(key[0], args.data_dir, fold=key[1]) for key in data}
+    if pending:  # rows will be written: a --results that cannot be is an error now, not later
+        store.check_writable(args.results)
     summary = runner.run_sweep(configs, data, results_dir=args.results, storage=args.storage,
                                address=args.address, resources=resources,
                                command=_command_line(), keep_old_versions=args.keep_old_versions)
@@ -215,10 +220,12 @@ def cmd_train(args) -> int:
                                 seed=args.seed, labels=args.labels, clusters=args.clusters,
                                 epochs=args.epochs, z_dim=args.z_dim)
     config = _with_precision(config, args.precision)
+    cpu = train_on_cpu(args.gpus_per_trial)
     data = datasets.load(config.dataset, args.data_dir, fold=config.fold or 0)
     if not args.json:
         logging.getLogger("aae_bench").setLevel(logging.INFO)
-    settings = trial.TrialSettings(artifacts_dir=args.out, threads=args.threads, command=_command_line())
+    settings = trial.TrialSettings(artifacts_dir=args.out, threads=args.threads, cpu=cpu,
+                                   command=_command_line())
     rows = trial.run_trial(config, settings, data=data)
     status = rows[0]["status"] if rows else "error"
     metrics = {r["metric"]: r["value"] for r in rows}
@@ -238,9 +245,27 @@ def cmd_train(args) -> int:
     return 0 if status == "done" else 1
 
 
-def cmd_report(args) -> int:
-    from bench import report
+def train_on_cpu(gpus: float) -> bool:
+    """`train --gpus-per-trial`: the device choice of `run` (0 = the CPU) for one process."""
+    if gpus == 0:
+        return True
+    if not 0 < gpus <= 1:
+        raise UserError(f"--gpus-per-trial must be 0 (the CPU) or in (0, 1] (this process's "
+                        f"GPU; train uses one); got {gpus:g}")
+    import torch
 
+    if not torch.cuda.is_available():
+        build = (f"a CPU build of torch {torch.__version__}" if torch.version.cuda is None
+                 else f"torch {torch.__version__} with CUDA {torch.version.cuda}, no device found")
+        raise UserError(f"--gpus-per-trial {gpus:g}: no CUDA GPU is visible to this process "
+                        f"({build}); use --gpus-per-trial 0 to train on the CPU")
+    return False
+
+
+def cmd_report(args) -> int:
+    from bench import report, results
+
+    results.require_rows(args.results)  # before anything is written into --out
     for path in report.write_report(args.results, args.out):
         print(path)
     return 0
@@ -302,8 +327,9 @@ def _suite_errors() -> tuple[type[Exception], ...]:
     from bench.config import ConfigError
     from bench.regress import BaselineError
     from bench.runner import SweepError
+    from bench.store import ResultsError
 
-    return UserError, ConfigError, DataError, BaselineError, SweepError
+    return UserError, ConfigError, DataError, BaselineError, SweepError, ResultsError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,10 +7,14 @@ import json
 import shutil
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from bench import cli
+from bench import cli, results
+
+
+def row_files(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes()
+            for p in sorted(directory.glob("*/*.csv"))}
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -89,7 +93,9 @@ def test_run_smoke_through_ray_then_grow_and_report(capsys, tmp_path, mnist_dir)
               "--data-dir", str(mnist_dir)]
     code, out, err = run_cli(capsys, "run", "table1", "--seeds", "2", *common)
     assert code == 0, err
-    frame = pd.read_csv(results_dir / "table1.csv")
+    assert not list(results_dir.glob("*.csv"))  # one file per trial, none per grid
+    assert len(list((results_dir / "table1").glob("*.csv"))) == 2
+    frame = results.read_rows(results_dir, "table1")
     assert set(frame["status"]) == {"done"}
     assert frame["trial_id"].nunique() == 2
     assert {"parzen_ll", "parzen_sigma", "loss_reconstruction"} <= set(frame["metric"])
@@ -102,16 +108,19 @@ def test_run_smoke_through_ray_then_grow_and_report(capsys, tmp_path, mnist_dir)
     assert (ll["n"] == 500).all()
     assert "Table 1" in out and "340" in out  # the paper's number printed beside ours
 
-    # Same grid again: nothing new runs, no row is duplicated.
-    before = (results_dir / "table1.csv").read_text()
+    # Same grid again: nothing new runs, no row file is touched.
+    before = row_files(results_dir)
     code, out, _ = run_cli(capsys, "run", "table1", "--seeds", "2", *common)
     assert code == 0 and "2 already done" in out
-    assert (results_dir / "table1.csv").read_text() == before
+    assert row_files(results_dir) == before
 
     # Grown by one seed: only the new seed runs.
     code, out, _ = run_cli(capsys, "run", "table1", "--seeds", "3", *common)
     assert code == 0 and "2 already done, 1 done" in out
-    grown = pd.read_csv(results_dir / "table1.csv")
+    grown_files = row_files(results_dir)
+    assert {k: v for k, v in grown_files.items() if k in before} == before  # the new trial's only
+    assert len(grown_files) == 3
+    grown = results.read_rows(results_dir, "table1")
     assert grown["trial_id"].nunique() == 3
     assert len(grown) == len(frame) * 3 // 2
 
@@ -157,3 +166,110 @@ def test_precision_flag_gives_bf16_trials_with_their_own_ids(capsys, tmp_path, m
     assert json.loads((tmp_path / fp32["trial_id"] / "config.json").read_text())["precision"] == "no"
     code, _, err = run_cli(capsys, *common, "--precision", "fp16")
     assert code == 2 and "'bf16', 'fp32'" in err and len(err.strip().splitlines()) == 1
+
+
+# -- bad input around the results (#14 part 5): one line, exit 2, nothing written or lost -----
+
+
+def one_line_error(code: int, err: str, *words: str) -> None:
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err, err
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "only a README"])
+def test_report_without_rows_says_so_and_writes_no_report(capsys, tmp_path, make):
+    given = tmp_path / "rows"
+    if make != "missing":
+        given.mkdir()
+    if make == "only a README":
+        (given / "README.md").write_text("notes\n")
+    out = tmp_path / "reports"
+    code, _, err = run_cli(capsys, "report", "--results", str(given), "--out", str(out))
+    one_line_error(code, err, str(given), "no such directory" if make == "missing" else "no result rows")
+    assert not out.exists()
+
+
+def test_run_into_a_results_dir_that_cannot_be_created_stops_before_ray(capsys, tmp_path,
+                                                                         mnist_dir, monkeypatch):
+    from bench import runner
+
+    monkeypatch.setattr(runner, "run_sweep", lambda *a, **k: pytest.fail("Ray was started"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine\n")
+    for bad in (blocker, blocker / "results"):
+        code, _, err = run_cli(capsys, "run", "table1", "--profile", "smoke", "--seeds", "1",
+                               "--dataset", "mnist", "--data-dir", str(mnist_dir),
+                               "--results", str(bad))
+        one_line_error(code, err, f"--results {bad}", "cannot create")
+    assert blocker.read_text() == "mine\n" and sorted(tmp_path.iterdir()) == [blocker]
+
+
+def damaged_results(tmp_path: Path) -> tuple[Path, Path, str]:
+    """A results dir with one good trial file and one with a git merge conflict in it."""
+    good = {"trial_id": "a", "grid": "table1", "metric": "parzen_ll", "value": 1.0,
+            "status": "done", "training_version": 2, "evaluator_version": "1"}
+    directory = tmp_path / "rows"
+    results.append_rows(directory, "table1", [good])
+    path = results.append_rows(directory, "table1", [{**good, "trial_id": "b"}])
+    text = "<<<<<<< HEAD\n" + path.read_text() + "=======\n>>>>>>> theirs\n"
+    path.write_text(text)
+    return directory, path, text
+
+
+@pytest.mark.parametrize("command", ["run", "dry-run", "report", "check"])
+def test_an_unparseable_results_file_is_named_and_left_alone(capsys, tmp_path, command):
+    directory, path, text = damaged_results(tmp_path)
+    before = row_files(directory)
+    out = tmp_path / "reports"
+    args = {"run": ["run", "table1", "--profile", "smoke", "--seeds", "1", "--dataset", "mnist",
+                    "--results", str(directory)],
+            "dry-run": ["run", "table1", "--profile", "smoke", "--dry-run",
+                        "--results", str(directory)],
+            "report": ["report", "--results", str(directory), "--out", str(out)],
+            "check": ["check", "--baseline", str(Path(__file__).parent / "baselines" /
+                                                 "table1-smoke.json"), "--results", str(directory)]
+            }[command]
+    code, stdout, err = run_cli(capsys, *args)
+    if command == "check":  # the gate prints its verdict on stdout, exit 2: unusable input
+        code, err = code, stdout
+    one_line_error(code, err, str(path), "merge conflict", "restore it from git")
+    assert row_files(directory) == before and path.read_text() == text
+    assert not out.exists()
+
+
+def test_train_on_a_gpu_needs_cuda(capsys, tmp_path, monkeypatch):
+    import torch
+
+    from bench import trial
+
+    monkeypatch.setattr(trial, "run_trial", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    common = ["train", "--variant", "unsupervised", "--profile", "smoke", "--out", str(tmp_path / "o")]
+    code, _, err = run_cli(capsys, *common, "--gpus-per-trial", "1")
+    one_line_error(code, err, "--gpus-per-trial 1: no CUDA GPU", "--gpus-per-trial 0")
+    for bad in ("-1", "2"):
+        code, _, err = run_cli(capsys, *common, "--gpus-per-trial", bad)
+        one_line_error(code, err, "must be 0 (the CPU) or in (0, 1]")
+    code, _, err = run_cli(capsys, *common, "--gpus-per-trial", "one")
+    one_line_error(code, err, "invalid float value")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag,cuda,on_cpu", [(None, False, True), ("0", True, True),
+                                              ("1", True, False), ("0.5", True, False)])
+def test_train_chooses_its_device_as_run_does(capsys, tmp_path, monkeypatch, flag, cuda, on_cpu):
+    import torch
+
+    from aae_core import datasets
+    from bench import trial
+
+    seen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(datasets, "load", lambda *a, **k: None)
+    monkeypatch.setattr(trial, "run_trial", lambda config, settings, data: seen.append(settings) or [])
+    args = ["train", "--variant", "unsupervised", "--profile", "smoke", "--out", str(tmp_path), "--json"]
+    run_cli(capsys, *args, *(["--gpus-per-trial", flag] if flag else []))
+    assert [s.cpu for s in seen] == [on_cpu]
