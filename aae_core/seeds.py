@@ -24,6 +24,7 @@ gives each seed exactly the bits it gets alone (tests/test_precision.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -170,22 +171,35 @@ def mlp(sizes: list[int], seeds: int, out_activation: nn.Module | None = None) -
     return nn.Sequential(*layers)
 
 
+INIT_SCHEMES = ("normal", "pytorch")
+
+
 @torch.no_grad()
-def initialise(net: nn.Module, init_seeds: Sequence[int], init_std: float, head_init_std: float = 1.0) -> None:
+def initialise(net: nn.Module, init_seeds: Sequence[int], init_std: float, head_init_std: float = 1.0,
+               scheme: str = "normal") -> None:
     """Seed k's weights from generator `init_seeds[k]`, parameter by parameter in registration
-    order: linear weights ~ N(0, init_std^2), biases 0, Section 7's cluster heads
-    ~ N(0, head_init_std^2).
+    order. "normal": linear weights ~ N(0, init_std^2), biases 0; "pytorch": nn.Linear's
+    default, weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming-uniform with
+    a = sqrt(5)). Section 7's cluster heads ~ N(0, head_init_std^2) under either.
 
     # PAPER-GAP: the appendix's initialisation is known to us through third-party readings
-    # only (the init_std config field); the heads' initialisation is not given at all.
+    # only (the init_std config field; "pytorch" is the framework default most public code
+    # leaves in place); the heads' initialisation is not given at all.
     """
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"unknown init scheme {scheme!r}; valid: {', '.join(INIT_SCHEMES)}")
+    params = dict(net.named_parameters())
     for k, seed in enumerate(init_seeds):
         gen = torch.Generator().manual_seed(int(seed))
-        for name, param in net.named_parameters():
-            if name.endswith("bias"):
-                param[k].zero_()
-            elif name == "cluster_heads":
+        for name, param in params.items():
+            if name == "cluster_heads":
                 param[k].copy_(torch.randn(param.shape[1:], generator=gen) * head_init_std)
+            elif scheme == "pytorch":
+                weight = params[name[: -len("bias")] + "weight"] if name.endswith("bias") else param
+                bound = 1 / math.sqrt(weight.shape[-1])  # weight: (S, n_out, n_in)
+                param[k].copy_((torch.rand(param.shape[1:], generator=gen) * 2 - 1) * bound)
+            elif name.endswith("bias"):
+                param[k].zero_()
             else:
                 param[k].copy_(torch.randn(param.shape[1:], generator=gen) * init_std)
 

@@ -140,6 +140,10 @@ class PhaseSettings:
     """Section 7: pairs of cluster heads closer than this are pushed apart."""
     head_penalty: float = 0.0
     """Section 7: weight of that push in the reconstruction phase."""
+    disc_loss: str = "joined-mean"
+    """The discriminator's loss (`discriminator_loss`)."""
+    denoise_target: str = "clean"
+    """What a noisy input's reconstruction is compared with: "clean" (the image) or "noisy"."""
 
 
 UINT8_ABOVE_BYTES = 1 << 30
@@ -234,11 +238,27 @@ def bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
                     logits, targets)
 
 
-def discriminator_loss(discriminators, reals, fakes) -> torch.Tensor:
-    """Each discriminator on prior samples ("real", 1) against codes ("fake", 0), summed."""
+DISC_LOSSES = ("joined-mean", "sum-of-means")
+
+
+def discriminator_loss(discriminators, reals, fakes, form: str = "joined-mean") -> torch.Tensor:
+    """Each discriminator on prior samples ("real", 1) against codes ("fake", 0), summed over
+    the discriminators.
+
+    # PAPER-GAP: the paper does not give the form. "joined-mean" (ours): one cross-entropy mean
+    # over the joined batch of draws and codes; "sum-of-means": the mean over the draws plus the
+    # mean over the codes (twice ours for equal halves: a doubled discriminator step).
+    """
+    if form not in DISC_LOSSES:
+        raise ValueError(f"unknown discriminator loss {form!r}; valid: {', '.join(DISC_LOSSES)}")
     total = 0.0
     for disc, real, fake in zip(discriminators, reals, fakes, strict=True):
         logits = disc(torch.cat([real, fake.to(real.dtype)], 1)).float()  # (S, 2B)
+        if form == "sum-of-means":
+            b = real.shape[1]
+            total = total + bce(logits[:, :b], torch.ones_like(logits[:, :b])) \
+                + bce(logits[:, b:], torch.zeros_like(logits[:, b:]))
+            continue
         targets = real_fake_targets(real.shape[1], fake.shape[1], logits.device)
         total = total + bce(logits, targets.expand_as(logits))
     return total
@@ -438,7 +458,7 @@ def step_autoencoder_aae(ctx: StepContext, x, y) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         fake = net.code(x)
     with autocast():
-        loss = discriminator_loss([net.discriminator], [real], [fake])
+        loss = discriminator_loss([net.discriminator], [real], [fake], ctx.settings.disc_loss)
     loss_d = masked_step(ctx, opts["discriminator"], loss)
     # ... then the encoder learns to fool it.
     with autocast():
@@ -461,7 +481,7 @@ def step_label_regularized_aae(ctx: StepContext, x, y) -> dict[str, torch.Tensor
     with torch.no_grad():
         fake = torch.cat([net.code(x), tag], -1)
     with autocast():
-        loss = discriminator_loss([net.discriminator], [real], [fake])
+        loss = discriminator_loss([net.discriminator], [real], [fake], ctx.settings.disc_loss)
     loss_d = masked_step(ctx, opts["discriminator"], loss)
     # ... then the generator.
     with autocast():
@@ -477,9 +497,10 @@ def step_categorical_aae(ctx: StepContext, x, y, labelled=None, *, cluster_heads
     phase. `cluster_heads`: Section 7's model (see `step_dim_reduction_aae`)."""
     net, opts, s, autocast = ctx.net, ctx.opts, ctx.settings, ctx.accelerator.autocast
     x_in = noisy(ctx, x)
+    target = x_in if s.denoise_target == "noisy" else x  # PAPER-GAP: the paper does not say
     # 1. Reconstruction (Section 7: with the push that keeps the cluster heads apart).
     with autocast():
-        loss = reconstruction_loss(net.decoder(net.representation(*net.code(x_in))).float(), x, s.reduction)
+        loss = reconstruction_loss(net.decoder(net.representation(*net.code(x_in))).float(), target, s.reduction)
         if cluster_heads and s.head_penalty:
             loss = loss + s.head_penalty * head_penalty(net.cluster_heads, s.head_threshold)
     recon = masked_step(ctx, opts["reconstruction"], loss)
@@ -490,7 +511,7 @@ def step_categorical_aae(ctx: StepContext, x, y, labelled=None, *, cluster_heads
     with torch.no_grad():
         fakes = list(net.code(x_in))
     with autocast():
-        loss = discriminator_loss(discriminators, reals, fakes)
+        loss = discriminator_loss(discriminators, reals, fakes, s.disc_loss)
     loss_d = masked_step(ctx, opts["discriminator"], loss)
     # ... then the generator.
     with autocast():

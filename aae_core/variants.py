@@ -134,10 +134,12 @@ def network(name: str, input_shape, z_dim: int, hidden: list[int], seeds: int = 
 
 
 def build(name: str, input_shape, z_dim: int, hidden: list[int], *, init_std: float,
-          init_seeds: Sequence[int] = (0,), n_classes: int = 10, head_init_std: float = 1.0) -> nn.Module:
-    """Variant `name`'s model with one weight copy per entry of `init_seeds`, each drawn from its seed."""
+          init_seeds: Sequence[int] = (0,), n_classes: int = 10, head_init_std: float = 1.0,
+          init: str = "normal") -> nn.Module:
+    """Variant `name`'s model with one weight copy per entry of `init_seeds`, each drawn from its
+    seed under init scheme `init` (aae_core.seeds.initialise)."""
     if not init_seeds:
         raise ValueError("a model needs at least one seed")
     net = network(name, input_shape, z_dim, hidden, len(init_seeds), n_classes=n_classes)
-    initialise(net, init_seeds, init_std, head_init_std)
+    initialise(net, init_seeds, init_std, head_init_std, init)
     return net

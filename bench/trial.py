@@ -143,7 +143,8 @@ def build(configs: TrialConfig | Sequence[TrialConfig], data: datasets.Dataset) 
     k = n_categories(config, data)
     net = variants.build(config.variant, data.image_shape, config.z_dim, config.hidden,
                       init_std=config.init_std, n_classes=k, head_init_std=config.head_init_std or 1.0,
-                      init_seeds=[training.RandomStreams.from_seed(c.seed).init for c in pack])
+                      init_seeds=[training.RandomStreams.from_seed(c.seed).init for c in pack],
+                      init=config.init or "normal")
     if config.prior == "gaussian":
         z_prior = priors.Gaussian(config.z_dim, config.prior_std)
     elif config.prior == "mixture":
@@ -161,7 +162,8 @@ def build(configs: TrialConfig | Sequence[TrialConfig], data: datasets.Dataset) 
                       if evaluation_kind(config) == "classification" else None)
     opts = training.make_optimizers(net, recon, adversarial, classification)
     settings = training.PhaseSettings(config.recon_reduction, config.input_noise_std or 0.0,
-                                      config.head_threshold or 0.0, config.head_penalty or 0.0)
+                                      config.head_threshold or 0.0, config.head_penalty or 0.0,
+                                      config.disc_loss or "joined-mean", config.denoise_target or "clean")
     train_data, subsets = training_data(pack, data)
     return Parts(net, prior_set, opts, training.base_rates(opts, recon, adversarial, classification),
                  settings, train_data, subsets, k)
