@@ -1,7 +1,7 @@
 """Mixed precision (issue 15): under Accelerate's bf16 every GEMM of the models runs in bf16 on a
 copy of the weights cast once per optimizer step, while losses, master weights and optimizer
 state stay fp32; fp32 runs are untouched (their bit-identity is checked by the tests of the
-trained numbers, e.g. tests/test_seed_batching.py and tests/baselines).
+trained numbers, e.g. tests/test_seeds.py and tests/baselines).
 """
 
 from __future__ import annotations
