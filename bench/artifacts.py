@@ -51,6 +51,16 @@ def artifact_dir(results_dir: str | os.PathLike, grid: str, trial_id: str) -> Pa
     return Path(results_dir) / "artifacts" / grid / trial_id
 
 
+def trial_file(results_dir, trial_id: str, grids, name: str) -> Path | None:
+    """The file `name` of a trial's artifacts, looked for under each of `grids` in order (the
+    grid that ran the trial first: its rows' `grid`); None when none holds it."""
+    for grid in dict.fromkeys(str(g) for g in grids):
+        path = artifact_dir(results_dir, grid, trial_id) / name
+        if path.is_file():
+            return path
+    return None
+
+
 def find_artifacts(results_dir, frame: pd.DataFrame, grid: str, filters: Mapping[str, object],
                    files: tuple[str, ...]) -> tuple[str | None, list[TrialArtifact]]:
     """(profile, trials): the trials of `grid` whose config matches `filters` and that saved
@@ -63,9 +73,9 @@ def find_artifacts(results_dir, frame: pd.DataFrame, grid: str, filters: Mapping
     found = []
     for row in rows.drop_duplicates("trial_id").to_dict("records"):
         for ran_by in dict.fromkeys((str(row["grid"]), grid)):
-            directory = artifact_dir(results_dir, ran_by, row["trial_id"])
-            if all((directory / name).is_file() for name in files):
-                found.append((str(row["profile"]), row, directory / files[0]))
+            if all(trial_file(results_dir, row["trial_id"], (ran_by,), name) for name in files):
+                found.append((str(row["profile"]), row,
+                              artifact_dir(results_dir, ran_by, row["trial_id"]) / files[0]))
                 break
     profile = pick_profile([p for p, _, _ in found])
     chosen = [TrialArtifact(str(r["trial_id"]), int(r["seed"]), path, config_of(r),

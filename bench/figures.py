@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import plots
+from bench import paper, plots
 from bench.artifacts import NoModelArgs, TrialArtifact, find_artifacts
 from bench.grids import GRIDS
 from bench.results import read_rows
@@ -165,3 +165,60 @@ def _write_one(results_dir, out_dir: Path, frame: pd.DataFrame, spec: FigureSpec
     detail = renderer(trials, path, title)
     return FigureResult(spec, WRITTEN, path, caption(spec, profile, trials, detail, grid), grid,
                         plots.png_size(path))
+
+
+# -- one validation-curve figure per table cell (#16 part 1) ---------------------------------
+
+
+@dataclass(frozen=True)
+class CellCurveFigure:
+    """A table cell's curve figure: written (`path`), or why not (`status`: the curve's words,
+    e.g. bench.curves.NO_VALIDATION, or "error: ...")."""
+
+    table: str
+    column: str
+    label: str
+    status: str
+    path: Path | None = None
+    caption: str = ""
+
+
+def cell_curve_name(table: str, column: str) -> str:
+    return f"curve_{table}_{column}.png"
+
+
+def write_cell_curves(view, out_dir: str | os.PathLike) -> list[CellCurveFigure]:
+    """For each cell of a table view (bench.tables.TableView, built with its results
+    directory) that has rows: its curve figure as out_dir/curve_<table>_<column>.png, or the
+    reason it has none (never a stand-in)."""
+    spec = view.spec
+    out_dir = Path(out_dir)
+    written: list[CellCurveFigure] = []
+    for column in spec.columns:
+        result, curve = view.results.get(column.key), view.curves.get(column.key)
+        if result is None or curve is None:
+            continue
+        path = out_dir / cell_curve_name(spec.key, column.key)
+        if not curve.drawn:
+            path.unlink(missing_ok=True)
+            written.append(CellCurveFigure(spec.key, column.key, column.label, curve.words))
+            continue
+        number = paper.paper_number(spec.key, spec.method, column.key)
+        title = (f"{spec.title.split(':')[0]}, {column.label}: validation curve\n"
+                 f"[grid {column.ours.grid}, profile {result.profile}]")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            detail = plots.plot_cell_curve(curve, number.value if number else None, path, title)
+        except Exception as exc:  # one broken curve must not take the whole report down
+            log.exception("curve figure %s failed", path.name)
+            plots.close_all()
+            path.unlink(missing_ok=True)
+            written.append(CellCurveFigure(spec.key, column.key, column.label,
+                                           f"error: {type(exc).__name__}: {exc}"))
+            continue
+        seeds = ", ".join(str(s.seed) for s in curve.seeds)
+        caption = (f"{spec.title.split(':')[0]}, {column.label}: validation curve. Grid "
+                   f"{column.ours.grid}, profile {result.profile}, seeds {seeds}. {detail}")
+        written.append(CellCurveFigure(spec.key, column.key, column.label, WRITTEN, path,
+                                       caption))
+    return written

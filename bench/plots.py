@@ -494,6 +494,48 @@ def plot_curves(trials: list[TrialArtifact], out: Path, title: str) -> str:
             f"line per seed.{extra}")
 
 
+PAPER_LINE_LABEL = "paper (test split)"
+
+
+def plot_cell_curve(curve, paper_value: float | None, out: Path, title: str) -> str:
+    """One table cell's validation curve (bench.curves.CellCurve): one line per seed of its
+    metric against epoch; the paper's number as a labelled dashed line where the curve measures
+    the cell's metric (`paper_value` not None); the curve's note under the axes."""
+    plt = _figure()
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(7.0, 4.2), layout="constrained")
+    many = curve.epochs > 20
+    for seed in curve.seeds:
+        ax.plot(seed.epochs, seed.values, marker=None if many else "o", markersize=3, lw=1.2,
+                label=f"seed {seed.seed}")
+    line = paper_value is not None and curve.measures_cell
+    if line:
+        ax.axhline(paper_value, ls="--", color="k", lw=1.0, label=PAPER_LINE_LABEL)
+        ax.annotate(f"{PAPER_LINE_LABEL}: {paper_value:g}", (0.01, paper_value),
+                    xycoords=("axes fraction", "data"), xytext=(0, 3),
+                    textcoords="offset points", fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(curve.metric.replace("_", " "), fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title, fontsize=10)
+    fig.text(0.01, 0.005, f"trend: {curve.text()}" + (f"\n{curve.note}" if curve.note else ""),
+             fontsize=7, va="bottom", color="0.25", wrap=True)
+    fig.get_layout_engine().set(rect=(0, 0.08, 1, 0.92))
+    _save(fig, out)
+    if line:
+        paper_part = ("; dashed: the paper's number (on the test split; the curve is on the "
+                      "validation split)")
+    elif paper_value is None:
+        paper_part = "; no paper line (no number of the paper for this cell)"
+    else:
+        paper_part = "; no paper line (the curve does not measure the paper's metric)"
+    return (f"Lines: {curve.metric} per epoch (curve.csv), one per seed{paper_part}. "
+            f"Trend at the end: {curve.text()}." + (f" Note: {curve.note}." if curve.note else ""))
+
+
 def close_all() -> None:
     """Close every open figure (after a plotter failed half-way)."""
     _figure().close("all")

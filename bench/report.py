@@ -3,6 +3,9 @@
 `write_report(results_dir, out_dir)` is `aae-bench report`; `markdown_for_grid` is what
 `aae-bench run` prints at the end. Every file is headed by where its rows came from (commands,
 commits, dirty flag, hardware, dates, read from the rows) and by the command that generated it.
+index.html and report.md open with the summary of every cell (bench.summary), then each table
+with its cells' validation curves and its grid's figures inline, then the caveats in the code
+and the remaining figures.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import figures as figs
-from bench import render, tables, tags
+from bench import render, summary, tables, tags
 from bench.results import in_grid, read_rows, version_name, versions_of
 
 CSS = """
@@ -29,6 +32,11 @@ td.inconclusive { background: #fff5d6; }
 .provenance { background: #f4f4f4; padding: 0.5em 1em; font-size: 0.85em; }
 p.rule { font-size: 0.85em; } ul.protocol { font-size: 0.85em; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ccc; }
+table.summary-table { border-collapse: collapse; margin: 1em 0; font-size: 0.8em; }
+table.summary-table th, table.summary-table td { border: 1px solid #999; padding: 3px 6px;
+  vertical-align: top; }
+table.summary-table th { background: #eee; }
+ul.no-curve { font-size: 0.9em; color: #555; }
 """
 
 
@@ -118,12 +126,22 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     frame = read_rows(results_dir)
     notes = tags.scan_notes()
     written: list[Path] = []
-    sections_md, sections_html = [], []
+    figure_results = figs.write_figures(results_dir, out_dir / "figures", frame)
+    written += [f.path for f in figure_results if f.path is not None]
+    shown_inline: set[str] = set()
+    views, sections_md, sections_html = [], [], []
     for key, spec in tables.TABLES.items():
-        view = tables.build_view(spec, frame)
+        view = tables.build_view(spec, frame, results_dir)
+        views.append(view)
+        curve_figures = figs.write_cell_curves(view, out_dir / "figures")
+        written += [c.path for c in curve_figures if c.path is not None]
+        own = [r for r in figure_results
+               if r.status == figs.WRITTEN and r.path is not None and r.spec.grid in spec.grids]
+        shown_inline |= {r.spec.key for r in own}
+        inline = _inline(curve_figures, own, out_dir)
         header = provenance_lines(_rows_for(spec, frame), generator)
-        md = render.view_markdown(view, notes)
-        fragment = render.view_html(view, notes)
+        md = render.view_markdown(view, notes, inline=inline)
+        fragment = render.view_html(view, notes, inline=inline)
         files = {
             f"{key}.md": _md_header(header) + "\n" + md,
             f"{key}.tex": _tex_header(header) + "\n" + render.view_latex(view, notes),
@@ -133,33 +151,50 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
             path = out_dir / name
             path.write_text(text, encoding="utf-8")
             written.append(path)
-        sections_md.append(md)
+        sections_md.append(f'<a id="{key}"></a>\n\n{md}')  # the summary's links land here
         sections_html.append(fragment)
 
     notes_md, notes_html = _notes_section(notes)
     sections_md.append(notes_md)
     sections_html.append(notes_html)
 
-    figure_results = figs.write_figures(results_dir, out_dir / "figures", frame)
-    written += [f.path for f in figure_results if f.path is not None]
-    figure_md, figure_html = _figures_section(figure_results, out_dir)
+    rest = [r for r in figure_results if r.spec.key not in shown_inline]
+    figure_md, figure_html = _figures_section(rest, out_dir)
+    rows = summary.summary_rows(views)
 
     header = provenance_lines(frame, generator)
     title = "Adversarial Autoencoders (Makhzani et al. 2015): reproduction report"
-    report_md = (_md_header(header) + f"\n# {title}\n\n" + "\n".join(sections_md) + "\n"
-                 + figure_md)
+    report_md = (_md_header(header) + f"\n# {title}\n\n" + render.summary_markdown(rows) + "\n"
+                 + "\n".join(sections_md) + "\n" + figure_md)
     (out_dir / "report.md").write_text(report_md, encoding="utf-8")
     written.append(out_dir / "report.md")
-    links = [(k, s.title) for k, s in tables.TABLES.items()]
+    links = [("summary", "Summary: every cell")] + [(k, s.title) for k, s in tables.TABLES.items()]
     links += [("notes", "Caveats in the code"), ("figures", "Figures")]
     contents = "<nav><ul>" + "".join(
         f'<li><a href="#{html.escape(k)}">{html.escape(t)}</a></li>' for k, t in links
     ) + "</ul></nav>"
     index = out_dir / "index.html"
-    index.write_text(_html_page(title, header, contents + "\n".join(sections_html) + figure_html),
-                     encoding="utf-8")
+    body = contents + render.summary_html(rows) + "\n" + "\n".join(sections_html) + figure_html
+    index.write_text(_html_page(title, header, body), encoding="utf-8")
     written.append(index)
     return written
+
+
+def _inline(curve_figures: list[figs.CellCurveFigure], own: list[figs.FigureResult],
+            out_dir: Path) -> list[render.Inline]:
+    """What a table shows under it: each cell's curve figure (or why it has none), then the
+    written figures of its grid (training losses, codes)."""
+    out = []
+    for c in curve_figures:
+        anchor = summary.curve_anchor(c.table, c.column)
+        if c.path is None:
+            out.append(render.Inline(anchor, c.label, c.status))
+        else:
+            out.append(render.Inline(anchor, c.label, c.caption,
+                                     c.path.relative_to(out_dir).as_posix()))
+    out += [render.Inline(f"fig-{r.spec.key}", r.spec.title, r.caption,
+                          r.path.relative_to(out_dir).as_posix()) for r in own]
+    return out
 
 
 def _notes_section(notes: list[tags.Note]) -> tuple[str, str]:
@@ -225,7 +260,8 @@ def markdown_for_grid(results_dir: str | os.PathLike, grid: str) -> str:
     frame = read_rows(results_dir)
     keys = tables.tables_for_grid(grid)
     if keys:
-        return "\n".join(render.render_markdown(k, frame, notes=[], card=False) for k in keys)
+        return "\n".join(render.render_markdown(k, frame, notes=[], card=False,
+                                                 results_dir=results_dir) for k in keys)
     rows = frame[in_grid(frame, grid) & (frame["status"] == "done")] if not frame.empty else frame
     if rows.empty:
         return f"No done rows for grid {grid} in {results_dir}.\n"

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from bench import paper, tags
+from bench import curves, paper, tags
 from bench.results import (
     CONFIG_FIELDS,
     newest_versions,
@@ -54,9 +56,14 @@ CELL_NOTE = (
     "averaged over the seeds: on MNIST 's.e. over test points', each seed's standard error of its "
     "mean log-likelihood over the test images (std/√N, the stderr of its row); on TFD 's.e. across "
     "folds', each seed's standard error across the 5 folds of its per-fold means (the stderr of "
-    "its parzen_ll row, whose value is the mean over the folds); the profile; compute = the sum over the cell's trials (every status) of their wall-clock "
-    "seconds, in hours, as GPU-h for trials on a CUDA device and CPU-h otherwise (hours of one "
-    "trial process, not multiplied by its threads); diverged / error trial counts; the verdict. "
+    "its parzen_ll row, whose value is the mean over the folds); the profile (the most faithful one "
+    "with done trials: paper, long, quick, smoke); the devices of the pooled trials (a trial id "
+    "names no device: a CPU and a GPU trial of one config are one experiment, pooled); compute "
+    "= core-h, the sum over the cell's trials (every status, each trial once) of wall-clock "
+    "hours x threads x workers, a pack of S seeds trained as one model sharing its wall time "
+    "(wall_s / seeds_per_trial per seed), and GPU-h, wall-clock hours x workers of the trials "
+    "on a CUDA device (a worker's share of a GPU is not recorded); diverged / error trial "
+    "counts; the trend at the end of the validation curve (see the trend rule); the verdict. "
     "'not run': the study has this cell but no rows yet. '—': not part of the study / no number."
 )
 
@@ -108,6 +115,8 @@ class TableSpec:
     shows its mean over seeds beside our spread over seeds."""
     note_keywords: tuple[str, ...] = ()
     """A source note bears on this table when its text or enclosing name has one of these."""
+    higher_is_better: bool = False
+    """The metric's direction (a log-likelihood: up; an error: down), for the gap's words."""
 
     @property
     def grids(self) -> list[str]:
@@ -164,6 +173,7 @@ TABLES: dict[str, TableSpec] = {
         per_seed=(("chosen sigma", "parzen_sigma"),),
         test_stderr=True,
         note_keywords=("table 1", "table1", "parzen", "sigma", "log-likelihood", "tfd"),
+        higher_is_better=True,
     ),
     "table2": TableSpec(
         key="table2",
@@ -287,19 +297,65 @@ def _is_gpu(device, gpu) -> bool:
         str(device) not in ("cpu", "nan", "") and bool(gpu) and str(gpu) != "nan")
 
 
-def compute_hours(trials: pd.DataFrame) -> dict[str, float]:
-    """{"CPU-h": h, "GPU-h": h}: wall_s summed per trial (one value per trial_id)."""
-    if trials.empty or "wall_s" not in trials.columns:
-        return {}
-    per_trial = trials.drop_duplicates("trial_id")
-    out: dict[str, float] = {}
-    for _, row in per_trial.iterrows():
-        wall = pd.to_numeric(row.get("wall_s"), errors="coerce")
-        if pd.isna(wall):
+@dataclass(frozen=True)
+class Compute:
+    """What a cell's trials cost (see CELL_NOTE)."""
+
+    core_hours: float
+    gpu_hours: float
+    trials: int
+    unknown: int
+    """Trials left out: no wall_s, threads or workers recorded."""
+
+    @property
+    def text(self) -> str:
+        if self.trials == self.unknown:
+            return "compute unknown"
+        out = f"{self.core_hours:.3g} core-h"
+        if self.gpu_hours:
+            out += f", {self.gpu_hours:.3g} GPU-h"
+        if self.unknown:
+            out += f" ({self.unknown} of {self.trials} trials without wall_s / threads left out)"
+        return out
+
+
+def _number(row: Mapping, column: str, default: float | None = None) -> float | None:
+    value = pd.to_numeric(row.get(column, default), errors="coerce")
+    return default if pd.isna(value) else float(value)
+
+
+def compute_hours(trials: pd.DataFrame) -> Compute:
+    """core-h = sum over trials (each trial_id once) of wall_s / seeds_per_trial x threads x
+    workers / 3600; GPU-h the same without threads, over the trials on a CUDA device."""
+    per_trial = trials.drop_duplicates("trial_id").to_dict("records") if len(trials) else []
+    core = gpu = 0.0
+    unknown = 0
+    for row in per_trial:
+        wall, threads = _number(row, "wall_s"), _number(row, "threads")
+        workers, pack = _number(row, "workers", 1.0), _number(row, "seeds_per_trial", 1.0)
+        if wall is None or threads is None:
+            unknown += 1
             continue
-        kind = "GPU-h" if _is_gpu(row.get("device", ""), row.get("gpu", "")) else "CPU-h"
-        out[kind] = out.get(kind, 0.0) + float(wall) / 3600.0
-    return out
+        share = wall / max(pack, 1.0) * workers / 3600.0  # a pack's seeds share its wall time
+        core += share * threads
+        if _is_gpu(row.get("device", ""), row.get("gpu", "")):
+            gpu += share
+    return Compute(core, gpu, len(per_trial), unknown)
+
+
+def device_mix(trials: pd.DataFrame) -> str:
+    """The devices of a cell's trials (each trial once), by kind ("cuda:0" is "cuda"): "cpu x3"
+    when one kind, else "cuda 2 + cpu 1" (most trials first); "" when there are none."""
+    if trials.empty:
+        return ""
+    devices = (trials.drop_duplicates("trial_id")["device"] if "device" in trials.columns
+               else pd.Series("", index=trials.drop_duplicates("trial_id").index))
+    kinds = Counter(str(d).split(":")[0] if pd.notna(d) and str(d) else "unknown"
+                    for d in devices)
+    if len(kinds) == 1:
+        (kind, n), = kinds.items()
+        return f"{kind} x{n}"
+    return " + ".join(f"{k} {n}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 @dataclass
@@ -311,7 +367,7 @@ class CellResult:
     seeds: list[int]
     values: list[float]
     failed: dict[str, int]
-    compute: dict[str, float]
+    compute: Compute
     other_profiles: dict[str, int]
     configs: int
     trials: pd.DataFrame
@@ -325,6 +381,8 @@ class CellResult:
     """Rows of the metric at `profile` made by other code versions, left out: {versions: n}."""
     rerun: str = ""
     """The command that re-runs the left-out trials with the current code."""
+    devices: str = ""
+    """The device mix of the done trials pooled (device_mix)."""
 
     @property
     def test_stderr(self) -> float:
@@ -354,7 +412,11 @@ def summarize(frame: pd.DataFrame, spec: CellSpec) -> CellResult | None:
         return None
     rows = rows[rows["trial_id"].isin(rows.loc[rows["metric"] == spec.metric, "trial_id"])]
     profiles = rows["profile"].astype(str)
-    profile = pick_profile(profiles)
+    # The most faithful profile with a done value; a profile whose trials all failed shows
+    # only where no profile has one.
+    valued = (rows["metric"] == spec.metric) & (rows["status"] == "done") \
+        & pd.to_numeric(rows["value"], errors="coerce").notna()
+    profile = pick_profile(profiles[valued]) or pick_profile(profiles)
     at = rows[profiles == profile]
     others = {p: int(g["trial_id"].nunique()) for p, g in rows.groupby(profiles) if p != profile}
     # One training and one evaluator version per cell (bench.versions): the newest's rows.
@@ -387,6 +449,7 @@ def summarize(frame: pd.DataFrame, spec: CellSpec) -> CellResult | None:
         trials=at,
         stderrs=[] if stderrs is None else [float(s) for s in stderrs],
         versions=versions, left_out=left_out, rerun=rerun,
+        devices=device_mix(done) or device_mix(at),
     )
 
 
@@ -411,14 +474,12 @@ class TableView:
     results: dict[str, CellResult | None]
     sources: list[str]
     marks: list[str]
+    curves: dict[str, curves.CellCurve] = field(default_factory=dict)
+    """Per column key with results: the cell's validation curves (build_view's results_dir)."""
 
 
 def _fmt(x: float, decimals: int) -> str:
     return "nan" if not math.isfinite(x) else f"{x:.{decimals}f}"
-
-
-def _hours(compute: dict[str, float]) -> str:
-    return ", ".join(f"{h:.3g} {kind}" for kind, h in sorted(compute.items())) or "compute unknown"
 
 
 def paper_cell(number: paper.PaperNumber | None) -> Cell:
@@ -429,7 +490,37 @@ def paper_cell(number: paper.PaperNumber | None) -> Cell:
     return Cell([number.printed + number.mark], kind="paper")
 
 
-def our_cell(spec: TableSpec, column: Column, result: CellResult | None) -> Cell:
+def cell_verdict(spec: TableSpec, column: Column, result: CellResult) -> tuple[str, str]:
+    """(verdict, reason) of our cell by VERDICT_RULE, pooled configurations included."""
+    number = paper.paper_number(spec.key, spec.method, column.key)
+    value = number.value if number else None
+    pm = number.pm if number else None
+    if result.configs > 1:
+        return INCONCLUSIVE, f"{result.configs} configurations pooled"
+    return judge(result.mean, result.std, result.n, result.profile, value, pm)
+
+
+def precision(result: CellResult) -> float:
+    """The standard error of a cell's number as one seed measures it: its stderr column (over
+    test points; across folds on TFD), mean over seeds; for an error rate (%) without one, the
+    binomial 100 sqrt(p (1 - p) / n) at the cell's mean over its n test images; else 0."""
+    if math.isfinite(result.test_stderr):
+        return result.test_stderr
+    rows = result.trials[(result.trials["metric"] == result.spec.metric)
+                         & (result.trials["status"] == "done")]
+    n = pd.to_numeric(rows.get("n", pd.Series(dtype=float)), errors="coerce").mean()
+    if result.spec.metric.endswith("_error") and result.n and n > 0 and math.isfinite(result.mean):
+        p = min(max(result.mean / 100.0, 0.0), 1.0)
+        return 100.0 * math.sqrt(p * (1.0 - p) / n)
+    return 0.0
+
+
+def trend_line(curve: curves.CellCurve | None) -> str | None:
+    return None if curve is None else f"trend {curve.text()}"
+
+
+def our_cell(spec: TableSpec, column: Column, result: CellResult | None,
+             curve: curves.CellCurve | None = None) -> Cell:
     if column.ours is None:
         return Cell([NO_CELL], kind="empty")
     if result is None:
@@ -442,25 +533,31 @@ def our_cell(spec: TableSpec, column: Column, result: CellResult | None) -> Cell
         test = result.test_stderr
         lines.append(f"{column.stderr} {'—' if not math.isfinite(test) else _fmt(test, d)}"
                      " (mean over seeds)")
-    lines += [f"profile {result.profile}", _hours(result.compute)]
+    lines += [f"profile {result.profile}", f"devices {result.devices or 'unknown'}",
+              result.compute.text]
     if result.failed:
         lines.append(", ".join(f"{k} {s}" for s, k in result.failed.items()))
     if result.left_out:
         lines.append(f"{sum(result.left_out.values())} rows of older code left out "
                      f"({'; '.join(result.left_out)}): re-run them with `{result.rerun}`")
-    number = paper.paper_number(spec.key, spec.method, column.key)
-    value = number.value if number else None
-    pm = number.pm if number else None
-    outcome, reason = judge(result.mean, result.std, result.n, result.profile, value, pm)
-    if result.configs > 1:
-        outcome, reason = INCONCLUSIVE, f"{result.configs} configurations pooled"
+    trend = trend_line(curve)
+    if trend:
+        lines.append(trend)
+    outcome, reason = cell_verdict(spec, column, result)
     lines.append(f"{outcome} ({reason})")
     return Cell(lines, verdict=outcome, kind="ours")
 
 
-def build_view(spec: TableSpec, frame: pd.DataFrame) -> TableView:
-    """The table as display strings: the paper's methods, then ours, column by column."""
+def build_view(spec: TableSpec, frame: pd.DataFrame,
+               results_dir: str | os.PathLike | None = None) -> TableView:
+    """The table as display strings: the paper's methods, then ours, column by column. With
+    `results_dir` (where the trials' artifacts are), each cell also gets its validation curves
+    and states its trend at the end."""
     results = {c.key: (summarize(frame, c.ours) if c.ours else None) for c in spec.columns}
+    cell_curves = {} if results_dir is None else {
+        c.key: curves.cell_curve(results_dir, results[c.key].trials, c.ours.metric, c.ours.grid,
+                                 precision(results[c.key]))
+        for c in spec.columns if results[c.key] is not None}
     rows: list[tuple[str, list[Cell]]] = []
     # Other methods in the paper's order, then the paper's row of our method right above ours.
     methods = [m for m in paper.paper_rows(spec.key) if m != spec.method] + [spec.method]
@@ -468,7 +565,8 @@ def build_view(spec: TableSpec, frame: pd.DataFrame) -> TableView:
         cells = [paper_cell(paper.paper_number(spec.key, method, c.key)) for c in spec.columns]
         rows.append((f"{method} (paper)", cells))
     rows.append((f"{spec.method} (ours)",
-                 [our_cell(spec, c, results[c.key]) for c in spec.columns]))
+                 [our_cell(spec, c, results[c.key], cell_curves.get(c.key))
+                  for c in spec.columns]))
     labels = {c.key: c.label for c in spec.columns}
     sources: dict[tuple[str, str], list[str]] = {}
     for number in paper.PAPER_NUMBERS:
@@ -479,7 +577,7 @@ def build_view(spec: TableSpec, frame: pd.DataFrame) -> TableView:
     if any(n.table == spec.key and not n.checked for n in paper.PAPER_NUMBERS):
         marks.append(f"{paper.UNCHECKED_MARK} {paper.UNCHECKED_NOTE}.")
     return TableView(spec, ["Method"] + [c.label for c in spec.columns], rows, results,
-                     source_lines, marks)
+                     source_lines, marks, cell_curves)
 
 
 # --------------------------------------------------------------------------------------------
@@ -554,7 +652,8 @@ def protocol_card(view: TableView, notes: list[tags.Note]) -> list[tuple[str, st
             continue
         parts = [f"grid {column.ours.grid}, metric {column.ours.metric}",
                  f"profile {result.profile}",
-                 "seeds " + (", ".join(map(str, result.seeds)) or "none done")]
+                 "seeds " + (", ".join(map(str, result.seeds)) or "none done"),
+                 f"devices {result.devices or 'unknown'}", f"compute {result.compute.text}"]
         for name in spec.protocol_fields:
             values = _distinct(result.trials, name)
             if values:
@@ -580,6 +679,10 @@ def protocol_card(view: TableView, notes: list[tags.Note]) -> list[tuple[str, st
                              + ", ".join(f"seed {s}: " + " / ".join(
                                  f"{v[s]:.4g}" if s in v else "—" for v in by_fold.values())
                                  for s in seeds))
+        curve = view.curves.get(column.key)
+        if curve is not None:
+            parts.append(f"validation curve: {curve.metric or 'none'}; {trend_line(curve)}"
+                         + (f" ({curve.note})" if curve.note else ""))
         if result.versions is not None:
             parts.append(f"training version {version_name(result.versions[0])}, evaluator "
                          f"version {version_name(result.versions[1])}")

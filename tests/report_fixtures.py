@@ -7,6 +7,7 @@ tmp_path, never into results/.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -77,9 +78,22 @@ def write_results(directory: Path, rows: list[dict]) -> Path:
     return directory
 
 
+def write_curve(directory: Path, row: dict, columns: dict[str, list[float]]) -> Path:
+    """A fabricated curve.csv (epochs 1..len, `columns` beside a loss) for the trial of `row`
+    (one of its rows), replacing any it has."""
+    out = directory / "artifacts" / row["grid"] / row["trial_id"]
+    out.mkdir(parents=True, exist_ok=True)
+    length = len(next(iter(columns.values())))
+    frame = pd.DataFrame({"epoch": np.arange(1, length + 1), "loss_reconstruction": 20.0,
+                          **columns, "seconds": 30.0})
+    frame.to_csv(out / "curve.csv", index=False)
+    return out / "curve.csv"
+
+
 def write_artifacts(directory: Path, rows: list[dict], *, z_dim: int = 8, n: int = 300,
-                    epochs: int = 3) -> None:
-    """Fake latents.npz and curve.csv for every done trial in rows."""
+                    epochs: int = 3, validation: Callable[[int], dict] | None = None) -> None:
+    """Fake latents.npz and curve.csv for every done trial in rows; `validation(seed)`: extra
+    curve columns ({name: one value per epoch}), e.g. a validation metric."""
     trials = {(r["grid"], r["trial_id"], r["seed"]) for r in rows if r["status"] == "done"}
     for grid, trial_id, seed in trials:
         out = directory / "artifacts" / grid / trial_id
@@ -91,4 +105,5 @@ def write_artifacts(directory: Path, rows: list[dict], *, z_dim: int = 8, n: int
         epoch = np.arange(1, epochs + 1)
         pd.DataFrame({"epoch": epoch, "loss_reconstruction": 30.0 / epoch + seed,
                       "loss_discriminator": 1.4 - 0.05 * epoch, "loss_generator": 0.6 + 0.05 * epoch,
-                      "seconds": 30.0}).to_csv(out / "curve.csv", index=False)
+                      "seconds": 30.0, **(validation(seed) if validation else {})}
+                     ).to_csv(out / "curve.csv", index=False)

@@ -312,3 +312,18 @@ def test_a_broken_checkpoint_is_reported_not_fatal(real, tmp_path):
     assert fig9.status.startswith("error: ") and fig9.path is None
     assert not (tmp_path / "f" / "fig9.png").exists()
     assert fig11.status == figures.WRITTEN
+
+
+def test_table_cells_get_validation_curves_from_real_trials(real, tmp_path):
+    # The fallback results hold a real Table 3 trial (16 clusters): its curve.csv has the
+    # clustering error on the validation split, drawn for the cell (one epoch: no trend yet).
+    from bench import curves, tables
+
+    view = tables.build_view(tables.TABLES["table3"], read_rows(real["fallback"]), real["fallback"])
+    curve = view.curves["clusters_16"]
+    assert curve.metric == "validation_clustering_error" and curve.measures_cell
+    assert curve.words == curves.TOO_SHORT and len(curve.seeds[0].values) == 1
+    assert f"trend {curves.TOO_SHORT}" in dict(view.rows)["AAE (ours)"][0].lines
+    drawn, = figures.write_cell_curves(view, tmp_path)
+    assert drawn.status == figures.WRITTEN and drawn.path.name == "curve_table3_clusters_16.png"
+    _not_blank(drawn.path)

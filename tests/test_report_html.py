@@ -1,4 +1,5 @@
-"""reports/index.html in headless Chromium: it renders (not blank), with every table and figure.
+"""reports/index.html in headless Chromium: it renders (not blank), with the summary, every table,
+its cells' validation curves and every figure.
 
 Needs Debian's `chromium`. Skipped with a reason where it is absent, failed where CI is set.
 """
@@ -15,7 +16,7 @@ import matplotlib.image as mpimg
 import pytest
 from report_fixtures import table1_rows, write_artifacts, write_results
 
-from bench import tables
+from bench import curves, tables
 from bench.report import write_report
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -61,7 +62,8 @@ def index(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("html")
     rows = table1_rows([339.0, 340.0, 342.0], diverged_seeds=(3,))
     results = write_results(root / "results", rows)
-    write_artifacts(results, rows, n=300)
+    write_artifacts(results, rows, n=300, validation=lambda seed: {
+        "validation_parzen_ll": [300.0 + seed, 310.0 + seed, 311.0 + seed]})
     write_report(results, root / "reports")
     return root / "reports" / "index.html"
 
@@ -72,8 +74,11 @@ def test_index_has_every_table_and_figure(index):
     for spec in tables.TABLES.values():
         assert spec.title in page.headings
     assert "Figures" in page.headings and "Not run yet" in page.headings
-    assert "Caveats in the code" in page.headings
-    assert sorted(page.images) == ["figures/table1_curves.png", "figures/table1_latents.png"]
+    assert "Caveats in the code" in page.headings and "Summary: every cell" in page.headings
+    assert page.headings.index("Summary: every cell") < page.headings.index(
+        tables.TABLES["table1"].title)
+    assert sorted(page.images) == ["figures/curve_table1_mnist_10k.png",
+                                   "figures/table1_curves.png", "figures/table1_latents.png"]
     for src in page.images:
         assert (index.parent / src).is_file()
 
@@ -102,4 +107,9 @@ def test_dom_as_rendered(index, tmp_path):
     assert "Table 1: Parzen-window log-likelihood" in dom, done.stderr[-2000:]
     assert dom.count('class="paper-table"') == len(tables.TABLES)
     assert 'src="figures/table1_latents.png"' in dom
+    assert 'src="figures/curve_table1_mnist_10k.png"' in dom
     assert "AAE (ours)" in dom and "not run" in dom
+    summary = dom[dom.index('data-table="summary"'):dom.index("</table>", dom.index('data-table="summary"'))]
+    assert summary.count("<tr") == 1 + sum(len(s.columns) for s in tables.TABLES.values())
+    assert "340.3 ± 0.9 (s.e., n=3)" in summary and "cpu x3" in summary
+    assert curves.FLAT in summary  # +1 nat at the end is within the s.e. over test points

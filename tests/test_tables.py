@@ -61,7 +61,9 @@ def test_mean_and_std_over_done_seeds_only():
     assert result.mean == pytest.approx(340.0)
     assert result.std == pytest.approx(10.0)  # ddof=1
     assert result.failed == {"diverged": 2, "error": 1}
-    assert result.compute == {"CPU-h": pytest.approx(6.0)}  # 6 trials of 3600 s
+    # 6 trials (every status) of 3600 s on 1 thread and 1 worker
+    assert result.compute.core_hours == pytest.approx(6.0) and result.compute.gpu_hours == 0
+    assert result.compute.text == "6 core-h" and result.devices == "cpu x3"  # the done ones
 
 
 def test_most_faithful_profile_is_shown_and_others_are_listed():
@@ -74,7 +76,9 @@ def test_most_faithful_profile_is_shown_and_others_are_listed():
 def test_gpu_hours():
     rows = fake_trial_rows(fake_config(0), {"parzen_ll": 1.0}, device="cuda:0", gpu="H100",
                            wall_s=1800)
-    assert tables.compute_hours(to_frame(rows)) == {"GPU-h": pytest.approx(0.5)}
+    compute = tables.compute_hours(to_frame(rows))
+    assert compute.gpu_hours == pytest.approx(0.5) and compute.core_hours == pytest.approx(0.5)
+    assert compute.text == "0.5 core-h, 0.5 GPU-h"
 
 
 def test_cell_without_rows_is_not_run_and_metric_absent_is_not_run():
@@ -218,7 +222,7 @@ def test_latex_and_html_tables(report):
     assert latex.count("not run") >= 3
     parser = _Tables()
     parser.feed((out / "index.html").read_text())
-    assert set(parser.tables) == set(tables.TABLES)
+    assert set(parser.tables) == set(tables.TABLES) | {"summary"}
     t1 = parser.tables["table1"]
     assert t1[0][1] == "MNIST, 10K samples" and t1[-1][0] == "AAE (ours)"
     assert t1[-1][2:] == ["not run"] * 3
