@@ -249,19 +249,6 @@ SENSITIVITY = (
                       dict(init="pytorch"), _PYTORCH_INIT),
 )
 
-# Config fields that bench.config accepts but that no training code reads yet (aae_core/training.py,
-# bench/trial.py): a trial varying one would measure our default again under another trial id.
-# The grid leaves those choices out (they stay declared above; the report says why) until the
-# field is trained: on that day tests/test_sensitivity.py fails (a strict xfail passes), and the
-# field is taken out of this set.
-NOT_YET_TRAINED = frozenset({"disc_loss", "init", "denoise_target"})
-
-
-def trained(choice: SensitivityChoice) -> bool:
-    """Whether training reads every field the choice changes (see NOT_YET_TRAINED)."""
-    return not set(choice.changes) & NOT_YET_TRAINED
-
-
 # Fields whose None is a named default (bench.config.ALTERNATIVES): varying them is allowed
 # where they are None; any other None field does not apply to the cell and is never varied.
 _NAMED_DEFAULTS = {name for name, _, _ in ALTERNATIVES}
@@ -309,13 +296,12 @@ def vary(default: TrialConfig, choice: SensitivityChoice) -> TrialConfig:
 def sensitivity(profile: str, seeds: int) -> list[TrialConfig]:
     """Issue #17: for Table 1's MNIST cell and Table 2's MNIST 100-label cell, every open choice
     of SENSITIVITY varied one at a time from our default, the rest held fixed. Each cell's
-    default comes first (the table's own trials: done there, reused here), then each choice
-    whose fields training reads (`trained`)."""
+    default comes first (the table's own trials: done there, reused here), then each choice."""
     out = []
     for cell in SENSITIVITY_CELLS:
         defaults = sensitivity_defaults(cell.key, profile, seeds)
         out += defaults
-        for choice in (c for c in SENSITIVITY if c.cell == cell.key and trained(c)):
+        for choice in (c for c in SENSITIVITY if c.cell == cell.key):
             out += [vary(d, choice) for d in defaults]
     return out
 

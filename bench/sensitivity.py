@@ -35,14 +35,12 @@ from bench import paper, stats
 from bench.config import PROFILES
 from bench.evaluate import primary_metric
 from bench.grids import (
-    NOT_YET_TRAINED,
     SCALE,
     SENSITIVITY,
     SENSITIVITY_CELLS,
     SensitivityCell,
     SensitivityChoice,
     sensitivity_defaults,
-    trained,
     vary,
 )
 from bench.results import PROFILE_RANK, trial_cells, versions_of
@@ -120,9 +118,6 @@ class Effect:
 
     @property
     def verdict(self) -> str:
-        if not trained(self.choice):
-            untrained = ", ".join(sorted(set(self.choice.changes) & NOT_YET_TRAINED))
-            return f"left out of the grid: no training code reads {untrained} yet"
         if not self.varied.trials:
             return NOT_RUN
         if not self.default.trials:
@@ -255,8 +250,6 @@ def measure(frame: pd.DataFrame, keys: pd.Series | None = None) -> list[Effect]:
             default_rows = frame[keys == default.trial_id]
             for choice, config in varied:
                 d, v, version, difference = _compare(default_rows, frame[keys == config.trial_id], metric)
-                if not trained(choice):  # rows of a field no code reads measure the default again
-                    difference = None
                 out.append(Effect(cell, choice, profile, default.epochs, metric, d, v, version,
                                   difference, _paper_value(cell)))
     return out
@@ -379,9 +372,6 @@ def _intro(frame: pd.DataFrame) -> list[str]:
         "where the choice moves our number towards the paper's, 1 where it would close the gap. The row whose averaged loss "
         "has its learning rate scaled by the pixel count takes the same steps as ours: it checks the "
         "study and should read \"not detectably\".",
-        *([f"Choices that change a field no training code reads yet ({', '.join(sorted(NOT_YET_TRAINED))}; "
-           "`bench.grids.NOT_YET_TRAINED`) stay declared but are left out of the grid: their trials "
-           "would measure our default again. They are listed, unmeasured."] if NOT_YET_TRAINED else []),
         f"{CAVEAT} Measured here at: {measured}.",
         f"Compute of the varied trials: {total:.3g} core-h (the defaults' is the tables' own).",
         NO_DEFAULT_CHANGES,

@@ -113,21 +113,14 @@ def test_the_scaled_learning_rate_takes_the_same_steps_as_ours():
     assert not torch.allclose(params["sum"], start, atol=1e-6)  # the steps did move the weights
 
 
-RUNNABLE = [c for c in SENSITIVITY if grids.trained(c)]
-
-
-def test_the_grid_lists_every_trained_choice_for_every_seed():
+def test_the_grid_lists_every_choice_for_every_seed():
     configs = grids.grid_configs("sensitivity", "quick", 3)
-    assert len(configs) == 3 * (len(SENSITIVITY_CELLS) + len(RUNNABLE))
+    assert len(configs) == 3 * (len(SENSITIVITY_CELLS) + len(SENSITIVITY))
     assert len({c.trial_id for c in configs}) == len(configs)
     assert {c.grid for c in configs} == {"sensitivity"} and {c.epochs for c in configs} == {10}
     ids = {c.trial_id for c in configs}
     for choice in SENSITIVITY:
-        varied = vary(sensitivity_defaults(choice.cell, "quick", 1)[0], choice)
-        assert (varied.trial_id in ids) == grids.trained(choice), choice.name
-    # the choices left out are exactly those that change a field no training code reads yet
-    assert {c.label for c in SENSITIVITY if not grids.trained(c)} == {
-        "disc_loss=sum-of-means", "init=pytorch", "denoise_target=noisy"}
+        assert vary(sensitivity_defaults(choice.cell, "quick", 1)[0], choice).trial_id in ids, choice.name
 
 
 def test_dry_run_prints_the_trials(capsys, tmp_path):
@@ -137,7 +130,7 @@ def test_dry_run_prints_the_trials(capsys, tmp_path):
                      "--results", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
-    assert out.strip().splitlines()[-1] == f"{3 * (len(SENSITIVITY_CELLS) + len(RUNNABLE))} trials"
+    assert out.strip().splitlines()[-1] == f"{3 * (len(SENSITIVITY_CELLS) + len(SENSITIVITY))} trials"
     assert not list(tmp_path.iterdir())
 
 
@@ -164,17 +157,11 @@ def _same_setup(a, b) -> bool:
             and a[1:] == b[1:])
 
 
-@pytest.mark.parametrize("choice", [
-    pytest.param(c, id=f"{c.cell}:{c.label}",
-                 marks=[pytest.mark.xfail(strict=True, raises=AssertionError,
-                                           reason="training does not read this field yet")]
-                 if not grids.trained(c) else [])
-    for c in SENSITIVITY])
+@pytest.mark.parametrize("choice", SENSITIVITY, ids=lambda c: f"{c.cell}:{c.label}")
 def test_training_sees_every_varied_choice(choice):
     """A varied config must build a different training set-up from its default (weights, priors,
-    optimizers, phase settings); otherwise its trials would measure the default again. The
-    fields of grids.NOT_YET_TRAINED fail here (strict xfail): when one is trained, this passes,
-    strict xfail fails the run, and the field leaves that set (and its choices join the grid)."""
+    optimizers, phase settings); otherwise its trials would measure the default again (a row
+    added for a config field that training ignores fails here)."""
     from bench import trial
 
     data = _fake_mnist()
@@ -237,14 +224,8 @@ def test_other_choices_without_rows_are_listed_as_not_run():
     effects = sensitivity.measure(pd.DataFrame(_rows(AVERAGED, [300, 301, 302], [310, 311, 312])))
     table1 = [e for e in effects if e.cell.key == "table1/mnist"]
     assert len(table1) == len(CHOICES)
-    assert {e.verdict for e in table1 if e.choice.name != AVERAGED and grids.trained(e.choice)} == {
-        sensitivity.NOT_RUN}
-    left_out = _effect(effects, "discriminator loss: sum of the two means")
-    assert left_out.verdict == "left out of the grid: no training code reads disc_loss yet"
-    # rows of such a choice (run by hand) measure the default again: never compared
-    rows = _rows("discriminator loss: sum of the two means", [300, 301, 302], [310, 311, 312])
-    left_out = _effect(sensitivity.measure(pd.DataFrame(rows)), "discriminator loss: sum of the two means")
-    assert left_out.varied.n == 3 and left_out.difference is None and left_out.verdict.startswith("left out")
+    assert {e.verdict for e in table1 if e.choice.name != AVERAGED} == {sensitivity.NOT_RUN}
+    assert all(math.isnan(e.delta) for e in table1 if e.choice.name != AVERAGED)
     assert not [e for e in effects if e.cell.key == "table2/mnist-100"]  # no rows there at all
 
 
@@ -286,7 +267,7 @@ def test_frame_is_sorted_by_effect_within_each_cell():
     table1 = frame[frame["cell"] == "table1/mnist"]
     assert list(table1["choice"][:2]) == [SCALED, AVERAGED]  # |−20| before |+3|
     assert list(table1["delta"][:2]) == pytest.approx([-20.0, 3.0])
-    assert all(v.startswith("left out") for v in table1["verdict"][2:])  # unmeasured rows last
+    assert set(table1["verdict"][2:]) == {sensitivity.NOT_RUN}  # unmeasured rows last
     assert list(frame["cell"].unique()) == ["table1/mnist", "table2/mnist-100"]
     table2 = frame[frame["cell"] == "table2/mnist-100"]
     assert list(table2["delta"][:2]) == pytest.approx([2.0, -0.5])
@@ -336,7 +317,7 @@ def test_report_shows_each_choice_sorted_with_profile_compute_and_caveat(tmp_pat
         assert sensitivity.CAVEAT in text and sensitivity.NO_DEFAULT_CHANGES in text
         assert "Welch" in text and "quick (10 epochs)" in text
         assert "1.5 core-h" in text  # 3 varied seeds x 0.5 h (1 thread each)
-        assert "figures/sensitivity.png" in text and "left out of the grid" in text
+        assert "figures/sensitivity.png" in text and sensitivity.NOT_RUN in text
     lines = md.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith(f"| {SCALED} "))
     second = next(i for i, line in enumerate(lines) if line.startswith(f"| {AVERAGED} "))
