@@ -128,13 +128,21 @@ def seed_curve(frame: pd.DataFrame, metric: str, seed: int, trial_id: str) -> Se
                      tuple(float(v) for v in values[keep]), change)
 
 
-def _note(metric: str, cell_metric: str, fallback: bool) -> str:
+def _note(metric: str, cell_metric: str, fallback: bool, tfd: bool) -> str:
+    note = _metric_note(metric, cell_metric, fallback)
+    # bench.validation: a TFD curve reads fold 0's validation images; the cell is 5 folds' mean
+    return note + ("; on TFD the curve reads fold 0's validation images, the cell is the mean "
+                   "over 5 folds" if tfd and metric == "validation_parzen_ll" else "")
+
+
+def _metric_note(metric: str, cell_metric: str, fallback: bool) -> str:
     if fallback:
         return (f"the curve metric ({metric}) is not the paper's metric ({cell_metric}): the "
                 f"cell's trials did not record a validation curve of it")
     if metric == "validation_parzen_ll" and cell_metric == "parzen_ll_10m":
-        return ("the curve metric (validation_parzen_ll) scores the cell's 10K-sample window, "
-                "not the paper's metric (parzen_ll_10m, 10M samples)")
+        return ("the curve metric (validation_parzen_ll) scores the trial's parzen_samples "
+                "draws (the 10K column's window), not the paper's metric here (parzen_ll_10m, "
+                "10M samples)")
     if cell_metric not in MEASURES.get(metric, set()):
         return f"the curve metric ({metric}) is not the paper's metric ({cell_metric})"
     if metric == "validation_parzen_ll":
@@ -151,9 +159,11 @@ def cell_curve(results_dir: str | os.PathLike, trials: pd.DataFrame, cell_metric
     done = trials[(trials["metric"] == cell_metric) & (trials["status"] == "done")]
     done = done.drop_duplicates("trial_id").sort_values("seed")
     found: list[tuple[int, str, pd.DataFrame]] = []
-    kinds = set()
+    kinds, tfd = set(), False
     for row in done.to_dict("records"):
-        kinds.add(evaluation_kind(config_of(row, check_id=False)))
+        config = config_of(row, check_id=False)
+        kinds.add(evaluation_kind(config))
+        tfd |= config.dataset.startswith("tfd")
         path = trial_file(results_dir, str(row["trial_id"]), (row["grid"], grid), CURVE_FILE)
         if path is not None:
             found.append((int(row["seed"]), str(row["trial_id"]), pd.read_csv(path)))
@@ -176,4 +186,4 @@ def cell_curve(results_dir: str | os.PathLike, trials: pd.DataFrame, cell_metric
     return CellCurve(metric, seeds, words_for(change, metric, tolerance), change,
                      tolerance if math.isfinite(tolerance) else None,
                      not fallback and cell_metric in MEASURES.get(metric, set()),
-                     _note(metric, cell_metric, fallback))
+                     _note(metric, cell_metric, fallback, tfd))
