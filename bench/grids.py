@@ -2,7 +2,8 @@
 
 A grid is a value: it can be printed and counted before anything runs, and its trials are
 named by a hash of their config (never by position), so a grid can grow new seeds or cells.
-Each function takes a profile and a number of seeds (0..seeds-1).
+Each function takes a profile and a number of seeds (0..seeds-1). `sensitivity` is the study of
+issue #17: the open choices of two cells, declared as rows (`SENSITIVITY`) a user can add to.
 """
 
 from __future__ import annotations
