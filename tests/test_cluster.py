@@ -24,13 +24,12 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import pandas as pd
 import psutil
 import pytest
 import torch
 
 from aae_core import datasets, training, variants
-from bench import trial
+from bench import results, trial
 from bench.grids import grid_configs
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -154,7 +153,7 @@ def test_sweep_uses_both_nodes_and_survives_losing_one(cluster, tmp_path, mnist_
     first = tmp_path / "first"
     done = cluster.run(*common, "--epochs", "2", "--results", str(first))
     assert done.returncode == 0, done.stdout + done.stderr
-    rows = pd.read_csv(first / "table1.csv")
+    rows = results.read_rows(first, "table1")
     assert set(rows["status"]) == {"done"}
     per_trial = rows.groupby("trial_id")[["node_ip", "node_id"]].first()
     assert set(per_trial["node_ip"]) == {HEAD_IP, WORKER_IP}
@@ -191,7 +190,7 @@ def test_sweep_uses_both_nodes_and_survives_losing_one(cluster, tmp_path, mnist_
     restart = [rest for t, rest in trial_lines(text, "start") if t == victim][-1]
     resumed = int(re.search(r"continuing from epoch (\d+)", restart).group(1))
     assert resumed >= 2 and f"on {HEAD_IP}" in restart
-    rows = pd.read_csv(second / "table1.csv")
+    rows = results.read_rows(second, "table1")
     assert set(rows["status"]) == {"done"} and rows["trial_id"].nunique() == 2
     assert not rows.duplicated(["trial_id", "metric"]).any()
     row = rows[rows["trial_id"] == victim].iloc[0]
@@ -292,7 +291,7 @@ def test_data_parallel_trial_on_two_gloo_workers(tmp_path, mnist_dir):
         shutil.rmtree(tmp, ignore_errors=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(trial_lines(done.stdout, "epoch")) == 2  # one line per epoch, not per rank
-    rows = pd.read_csv(tmp_path / "table1.csv")
+    rows = results.read_rows(tmp_path, "table1")
     assert set(rows["status"]) == {"done"} and (rows["workers"] == 2).all()
     assert (rows["epochs_done"] == 2).all() and (rows["threads"] == 1).all()
     digests = json.loads(rows["param_digests"].iloc[0])
