@@ -20,6 +20,7 @@ import pandas as pd
 from bench import figures as figs
 from bench import render, summary, tables, tags
 from bench.results import in_grid, read_rows, version_name, versions_of
+from bench.sensitivity import write_sensitivity_report
 
 CSS = """
 body { font-family: sans-serif; margin: 2em; max-width: 1400px; color: #222; }
@@ -161,6 +162,16 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     rest = [r for r in figure_results if r.spec.key not in shown_inline]
     figure_md, figure_html = _figures_section(rest, out_dir)
     rows = summary.summary_rows(views)
+    # Studies on pages of their own: the sensitivity study (written here when it has rows)
+    # and the precision comparison (written by `python -m bench.precision`).
+    sensitivity = write_sensitivity_report(results_dir, out_dir, generator)
+    written += sensitivity
+    pages = [(name, title) for name, title in (("sensitivity", "Sensitivity study: the paper's open choices"),
+                                               ("precision", "bf16 against fp32"))
+             if (out_dir / f"{name}.md").exists()]
+    pages_md = "".join(f"- [{t}]({n}.md)\n" for n, t in pages)
+    if pages_md:
+        figure_md += "\n## Other studies\n\n" + pages_md
 
     header = provenance_lines(frame, generator)
     title = "Adversarial Autoencoders (Makhzani et al. 2015): reproduction report"
@@ -173,6 +184,10 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     contents = "<nav><ul>" + "".join(
         f'<li><a href="#{html.escape(k)}">{html.escape(t)}</a></li>' for k, t in links
     ) + "</ul></nav>"
+    if pages:
+        page_links = {"sensitivity": "sensitivity.html", "precision": "precision.md"}
+        contents += "<p>Other studies: " + ", ".join(
+            f'<a href="{page_links[n]}">{html.escape(t)}</a>' for n, t in pages) + "</p>"
     index = out_dir / "index.html"
     body = contents + render.summary_html(rows) + "\n" + "\n".join(sections_html) + figure_html
     index.write_text(_html_page(title, header, body), encoding="utf-8")
