@@ -48,7 +48,8 @@ def _add_run(sub) -> None:
     p.add_argument("--max-concurrent", type=int, default=0, help="0 = as many as fit")
     p.add_argument("--workers-per-trial", type=int, default=1,
                    help="train each trial data parallel over N Ray Train workers (DDP; the "
-                        "batch size is split over them)")
+                        "batch size is split over them); on GPUs each worker needs whole GPUs "
+                        "(--gpus-per-trial 1, 2, ...)")
     p.add_argument("--seeds-per-trial", type=int, default=1,
                    help="train up to S seeds of one config as one seed-batched model in one "
                         "Tune trial; its rows are those of S unbatched trials (same form and "

@@ -39,6 +39,8 @@ REQUIRED_COLUMNS = ("trial_id", "metric")
 TRIAL_FILE = re.compile(r"-t[0-9A-Za-z_.]+-e[0-9A-Za-z_.]+-[^/]+\.csv$")
 CONFLICT_MARKER = re.compile(r"^(<{7}|={7}|>{7}|\|{7})", re.M)
 UNKNOWN_VERSION = "none"
+# Directories beside the grids' that never hold rows: saved trials, Ray's default storage.
+NOT_GRIDS = ("artifacts", "ray")
 
 
 class ResultsError(Exception):
@@ -84,7 +86,7 @@ def trial_file_name(trial_id: str, training_version: object, evaluator_version: 
 
 
 def grid_dir(results_dir: str | os.PathLike, grid: str) -> Path:
-    if not re.fullmatch(r"[0-9A-Za-z_][0-9A-Za-z_.-]*", grid) or grid in ("artifacts", "ray"):
+    if not re.fullmatch(r"[0-9A-Za-z_][0-9A-Za-z_.-]*", grid) or grid in NOT_GRIDS:
         raise ValueError(f"grid {grid!r} cannot name a results directory")
     return Path(results_dir) / grid
 
@@ -103,7 +105,8 @@ def row_files(results_dir: str | os.PathLike, grid: str | None = None) -> list[P
         legacy, dirs = [legacy_file(directory, grid)], [directory / grid]
     else:
         legacy = sorted(directory.glob("*.csv"))
-        dirs = sorted(p for p in directory.iterdir() if p.is_dir())
+        dirs = sorted(p for p in directory.iterdir() if p.is_dir()
+                      and p.name not in NOT_GRIDS and not p.name.startswith("."))
     per_trial = sorted(f for d in dirs if d.is_dir() for f in d.glob("*.csv")
                        if TRIAL_FILE.search(f.name))
     return [f for f in legacy if f.is_file()] + per_trial

@@ -161,6 +161,8 @@ def test_an_empty_or_missing_dir_has_no_rows(tmp_path):
     assert results.read_rows(tmp_path).empty and results.read_rows(tmp_path / "no").empty
     (tmp_path / "artifacts" / "g" / "a").mkdir(parents=True)
     (tmp_path / "artifacts" / "g" / "a" / "curve.csv").write_text("epoch\n1\n")  # not rows
+    (tmp_path / "ray").mkdir()  # Ray's default storage: never rows, whatever its files' names
+    (tmp_path / "ray" / "x-t1-e1-h.csv").write_text("a,b\n1,2\n")
     assert results.read_rows(tmp_path).empty
     with pytest.raises(store.ResultsError, match="no result rows"):
         results.require_rows(tmp_path)
