@@ -556,3 +556,38 @@ def actual_vs_estimate(frame, estimates: Sequence[CellEstimate]):
                     "estimated_hours": e.requested_hours,
                     "ratio": actual / e.requested_hours if e.requested_hours and len(mine) else math.nan})
     return pd.DataFrame(out, columns=["cell", "trials", "actual_hours", "estimated_hours", "ratio"])
+
+
+ESTIMATES_DIR = "estimates"
+"""Beside a results directory's rows: the dry run's estimates, one JSON file per grid and profile."""
+
+
+def estimates_path(results_dir: str | os.PathLike, grid: str, profile: str) -> Path:
+    """Where `aae-bench run GRID --profile P --dry-run` keeps its estimate (the report reads it)."""
+    return Path(results_dir) / ESTIMATES_DIR / f"{grid}-{profile}.json"
+
+
+def estimates_against_actuals(results_dir: str | os.PathLike, frame):
+    """Every saved estimate of `results_dir` against the recorded wall hours of its cells'
+    trials (`actual_vs_estimate`), with the grid and profile it was made for and when; an
+    empty frame when none was saved. Only trials with rows count: a cell whose trials have not
+    run shows 0 trials."""
+    import pandas as pd
+
+    parts = []
+    for path in sorted((Path(results_dir) / ESTIMATES_DIR).glob("*.json")):
+        estimates = load_estimates(path)
+        if not estimates:
+            continue
+        grid, _, profile = path.stem.rpartition("-")
+        part = actual_vs_estimate(frame, estimates) if not frame.empty else actual_vs_estimate(
+            pd.DataFrame(columns=["trial_id", "wall_s"]), estimates)
+        measured = sorted(c.measured_at for e in estimates for c in e.calibrations)
+        part.insert(0, "estimate", f"{grid} --profile {profile}")
+        part["calibrated"] = measured[-1] if measured else ""
+        parts.append(part)
+    if not parts:
+        return pd.DataFrame(columns=["estimate", "cell", "trials", "actual_hours", "estimated_hours",
+                                     "ratio", "calibrated"])
+    return pd.concat(parts, ignore_index=True)
+

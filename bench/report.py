@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench import cost, render, summary, tables, tags
 from bench import figures as figs
-from bench import render, summary, tables, tags
 from bench.results import in_grid, read_rows, version_name, versions_of
 from bench.sensitivity import write_sensitivity_report
 
@@ -172,6 +172,9 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     pages_md = "".join(f"- [{t}]({n}.md)\n" for n, t in pages)
     if pages_md:
         figure_md += "\n## Other studies\n\n" + pages_md
+    cost_md, cost_html = _cost_section(cost.estimates_against_actuals(results_dir, frame))
+    figure_md += cost_md
+    figure_html += cost_html
 
     header = provenance_lines(frame, generator)
     title = "Adversarial Autoencoders (Makhzani et al. 2015): reproduction report"
@@ -193,6 +196,31 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     index.write_text(_html_page(title, header, body), encoding="utf-8")
     written.append(index)
     return written
+
+
+def _cost_section(table: pd.DataFrame) -> tuple[str, str]:
+    """Each cell's estimated hours (`aae-bench run ... --dry-run`, saved beside the rows) against
+    the wall hours its trials recorded; nothing when no estimate was saved."""
+    if table.empty:
+        return "", ""
+    head = ["estimate", "cell", "trials with rows", "actual h", "estimated h", "actual / estimated",
+            "calibrated"]
+
+    def cells(r) -> list[str]:
+        ratio = "" if pd.isna(r["ratio"]) else f"{r['ratio']:.2f}"
+        return [r["estimate"], r["cell"], str(int(r["trials"])), f"{r['actual_hours']:.2f}",
+                f"{r['estimated_hours']:.2f}", ratio, r["calibrated"]]
+
+    rows = [cells(r) for r in table.to_dict("records")]
+    note = ("Estimates are those the dry run printed (`aae-bench run GRID --profile P --dry-run`, "
+            "bench.cost: measured rates, this machine); actual is the trials' recorded wall time "
+            "(a pack's once; a resumed trial's last process only).")
+    md = ("\n## Cost: estimate against actual\n\n" + note + "\n\n| " + " | ".join(head) + " |\n|"
+          + "---|" * len(head) + "\n" + "".join("| " + " | ".join(r) + " |\n" for r in rows))
+    html_rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    page = (f'<h2 id="cost">Cost: estimate against actual</h2><p>{html.escape(note)}</p><table><tr>'
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + f"</tr>{html_rows}</table>")
+    return md, page
 
 
 def _inline(curve_figures: list[figs.CellCurveFigure], own: list[figs.FigureResult],

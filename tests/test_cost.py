@@ -182,3 +182,38 @@ def test_actual_vs_estimate_counts_each_trial_and_pack_once(tmp_path, fake_rates
 def test_estimates_round_trip_through_json(tmp_path, fake_rates):
     estimates = cost.estimate(tiny("table2", 2), threads=1, seeds_per_trial=2, precision="no", cache_dir=tmp_path)
     assert cost.load_estimates(cost.save_estimates(estimates, tmp_path / "estimate.json")) == estimates
+
+
+def test_saved_estimates_are_set_against_the_rows_of_their_results_dir(tmp_path, fake_rates):
+    results = tmp_path / "results"
+    assert cost.estimates_against_actuals(results, pd.DataFrame()).empty  # none saved
+    estimates = cost.estimate(tiny("table1", 2), threads=1, seeds_per_trial=1, precision="no", cache_dir=tmp_path)
+    path = cost.save_estimates(estimates, cost.estimates_path(results, "table1", "smoke"))
+    assert path == results / "estimates" / "table1-smoke.json"
+    tid = estimates[0].trial_ids[0]
+    rows = pd.DataFrame([dict(trial_id=tid, metric="parzen_ll", wall_s=1800.0, seeds_per_trial=1,
+                              started_at="t", node="n")])
+    (row,) = cost.estimates_against_actuals(results, rows).to_dict("records")
+    assert row["estimate"] == "table1 --profile smoke" and row["trials"] == 1
+    assert row["actual_hours"] == pytest.approx(0.5) and row["estimated_hours"] == estimates[0].requested_hours
+    assert row["calibrated"] == max(c.measured_at for c in estimates[0].calibrations)
+    (unrun,) = cost.estimates_against_actuals(results, pd.DataFrame()).to_dict("records")
+    assert unrun["trials"] == 0 and unrun["actual_hours"] == 0
+
+
+def test_the_report_sets_each_saved_estimate_against_its_actual(tmp_path, fake_rates):
+    from report_fixtures import table1_rows, write_results
+
+    from bench import report
+
+    results = tmp_path / "results"
+    write_results(results, table1_rows([300.0, 301.0, 302.0], profile="smoke"))
+    plain = report.write_report(results, tmp_path / "plain")
+    assert "Cost: estimate against actual" not in (tmp_path / "plain" / "report.md").read_text()
+    estimates = cost.estimate(tiny("table1", 3), threads=1, seeds_per_trial=1, precision="no", cache_dir=tmp_path)
+    cost.save_estimates(estimates, cost.estimates_path(results, "table1", "smoke"))
+    report.write_report(results, tmp_path / "out")
+    md, page = (tmp_path / "out" / "report.md").read_text(), (tmp_path / "out" / "index.html").read_text()
+    assert "## Cost: estimate against actual" in md and 'id="cost"' in page
+    assert f"| table1 --profile smoke | {estimates[0].cell} |" in md
+    assert plain  # the report without estimates was written as before
