@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from bench.checks import check_positive_int
 
@@ -258,13 +259,18 @@ class _Pools(NamedTuple):
 
 
 def _run_parzen(state: _ParzenState, chunks: Iterable[np.ndarray]) -> np.ndarray:
-    if state.threads == 1:
-        for chunk in chunks:
-            state.add(chunk, None)
-    else:
-        with ThreadPoolExecutor(1) as product, ThreadPoolExecutor(state.threads) as reduce:
+    # BLAS gets the evaluator's thread count, whatever the process had (Ray workers run with
+    # OMP_NUM_THREADS=1, a pytest or notebook process with every core): OpenBLAS's threaded
+    # sgemm sums in another order on some CPUs (measured: an AMD EPYC run as "Haswell" gives
+    # other last bits for 2 threads than for 1), so the same trial would score differently.
+    with threadpool_limits(limits=state.threads, user_api="blas"):
+        if state.threads == 1:
             for chunk in chunks:
-                state.add(chunk, _Pools(product, reduce))
+                state.add(chunk, None)
+        else:
+            with ThreadPoolExecutor(1) as product, ThreadPoolExecutor(state.threads) as reduce:
+                for chunk in chunks:
+                    state.add(chunk, _Pools(product, reduce))
     return state.result()
 
 

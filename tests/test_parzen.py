@@ -470,3 +470,21 @@ def test_threads_are_the_callers():
     ]
     for r in results[1:]:
         np.testing.assert_allclose(r, results[0], rtol=1e-13)
+
+
+def test_the_process_s_blas_threads_do_not_change_a_bit():
+    """The evaluator pins BLAS to its own thread count: a Ray worker (OMP_NUM_THREADS=1) and a
+    pytest or notebook process (every core) score a trial identically. Without the pin,
+    OpenBLAS's threaded sgemm gave other last bits on this project's AMD EPYC."""
+    from threadpoolctl import threadpool_limits
+
+    from bench import metrics
+
+    rng = np.random.default_rng(0)
+    samples, points = rng.random((2000, 784), dtype=np.float32), rng.random((300, 784), dtype=np.float32)
+    out = {}
+    for blas in (1, 2):
+        with threadpool_limits(limits=blas, user_api="blas"):
+            out[blas] = (metrics.parzen_log_likelihood(samples, points, 0.2, threads=1),
+                         metrics.parzen_log_likelihood(samples, points, 0.2, threads=2))
+    assert np.array_equal(out[1][0], out[2][0]) and np.array_equal(out[1][1], out[2][1])
