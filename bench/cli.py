@@ -59,7 +59,12 @@ def _add_run(sub) -> None:
     p.add_argument("--dataset", action="append", default=[],
                    help="run only this data set's cells (repeatable)")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the trials (and which are done or stale, and why) and exit")
+                   help="print the trials (and which are done or stale, and why) and the hours "
+                        "the trials to run would take here (from measured rates, cached per "
+                        "machine; saved as <results>/estimates/<grid>-<profile>.json for the "
+                        "report's estimate against actual), and exit")
+    p.add_argument("--no-estimate", action="store_true",
+                   help="with --dry-run: list the trials only (no calibration, nothing saved)")
     p.add_argument("--keep-old-versions", action="store_true",
                    help="count a trial done by older training code (an older TRAINING_VERSION) "
                         "as done; by default it runs again, its old rows kept")
@@ -153,8 +158,10 @@ def cmd_run(args) -> int:
     resources = runner.Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent,
                                  args.workers_per_trial, args.seeds_per_trial)
     if args.dry_run:
-        _print_dry_run(runner.plan(configs, args.results, args.keep_old_versions),
-                       resources.seeds_per_trial)
+        planned = runner.plan(configs, args.results, args.keep_old_versions)
+        _print_dry_run(planned, resources.seeds_per_trial)
+        if not args.no_estimate:
+            _print_estimate(args, [p.config for p in planned if p.state != runner.DONE], resources)
         return 0
     pending = runner.pending_configs(configs, args.results, args.keep_old_versions)
     # Load and verify every data set first: a missing or corrupt file stops the run here,
@@ -180,6 +187,28 @@ def cmd_run(args) -> int:
         print(report.markdown_for_grid(args.results, args.grid))
     failed = sum(n for s, n in summary.statuses.items() if s != "done")
     return 1 if failed else 0
+
+
+def _print_estimate(args, configs: list, resources) -> None:
+    """The hours the trials to run would take on this machine (bench.cost), saved beside the
+    rows when the results directory can take it (the report sets it against the actual)."""
+    from bench import cost
+
+    if not configs:
+        print("estimated hours on this machine: nothing to run")
+        return
+    print()
+    device = "cuda" if resources.gpus_per_trial else "cpu"
+    estimates = cost.estimate(configs, threads=resources.threads, seeds_per_trial=resources.seeds_per_trial,
+                              precision=configs[0].precision, device=device)
+    slots = resources.max_concurrent or max(1, int((os.cpu_count() or 1) // resources.cpus_of_trial))
+    print(cost.format_estimate(estimates, slots=slots))
+    path = cost.estimates_path(args.results, args.grid, args.profile)
+    try:
+        cost.save_estimates(estimates, path)
+        print(f"estimate saved: {path}")
+    except OSError as exc:  # a read-only results directory: the estimate is still printed
+        print(f"estimate not saved ({path}: {exc.strerror or exc})")
 
 
 def _print_dry_run(planned: list, seeds_per_trial: int) -> None:

@@ -40,10 +40,31 @@ def test_bad_values_one_line_and_exit_2(capsys, tmp_path, args, words):
 
 def test_dry_run_prints_trials(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "run", "table1", "--profile", "smoke", "--seeds", "3",
-                           "--dry-run", "--results", str(tmp_path))
+                           "--dry-run", "--no-estimate", "--results", str(tmp_path))
     assert code == 0
     assert out.strip().splitlines()[-1] == "6 trials"  # 3 MNIST + 3 TFD (one per seed, every fold scored)
     assert not list(tmp_path.iterdir())
+
+
+def test_dry_run_prints_the_estimate_and_saves_it_beside_the_rows(capsys, tmp_path, monkeypatch):
+    """The dry run prices the trials to run from the machine's cached rates (faked here: a fixed
+    1,000 examples/s, so nothing trains) and saves the estimate for the report."""
+    from bench import cost
+
+    monkeypatch.setenv("AAE_BENCH_CACHE", str(tmp_path / "cache"))
+    for name in ("measure_training", "measure_forward", "measure_parzen"):
+        monkeypatch.setattr(cost, name, lambda *a, **k: (1, 1000, 1.0, "synthetic"))
+    results = tmp_path / "results"
+    code, out, _ = run_cli(capsys, "run", "table1", "--profile", "smoke", "--seeds", "2",
+                           "--dataset", "mnist", "--dry-run", "--results", str(results))
+    assert code == 0
+    assert "estimated hours on this machine" in out and "table1 unsupervised/mnist/gaussian" in out
+    assert "wall-hours, 2 trial(s) at a time" in out or "wall-hours, 1 trial(s) at a time" in out
+    saved = results / "estimates" / "table1-smoke.json"
+    assert f"estimate saved: {saved}" in out
+    (estimate,) = cost.load_estimates(saved)
+    assert estimate.seeds == 2 and len(estimate.trial_ids) == 2
+    assert not list(results.glob("table1/*.csv"))  # no rows: nothing ran
 
 
 def test_missing_data_names_files_and_writes_nothing(capsys, tmp_path, monkeypatch):
@@ -226,7 +247,7 @@ def test_an_unparseable_results_file_is_named_and_left_alone(capsys, tmp_path, c
     out = tmp_path / "reports"
     args = {"run": ["run", "table1", "--profile", "smoke", "--seeds", "1", "--dataset", "mnist",
                     "--results", str(directory)],
-            "dry-run": ["run", "table1", "--profile", "smoke", "--dry-run",
+            "dry-run": ["run", "table1", "--profile", "smoke", "--dry-run", "--no-estimate",
                         "--results", str(directory)],
             "report": ["report", "--results", str(directory), "--out", str(out)],
             "check": ["check", "--baseline", str(Path(__file__).parent / "baselines" /

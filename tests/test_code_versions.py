@@ -55,13 +55,13 @@ def test_a_trial_of_older_training_code_is_stale_and_runs_again(tmp_path, capsys
     assert runner.pending_configs(configs, tmp_path) == configs[:1]
     assert runner.pending_configs(configs, tmp_path, keep_old_versions=True) == []
     assert cli.main(["run", "table2", "--profile", "quick", "--seeds", "2", "--dataset", "mnist",
-                     "--dry-run", "--results", str(tmp_path)]) == 0
+                     "--dry-run", "--no-estimate", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     stale = [line for line in out if configs[0].trial_id in line]
     assert stale and "[stale: its done rows are training version 1" in stale[0]
     assert out[-1].startswith("6 trials:") and "1 stale" in out[-1]
     assert cli.main(["run", "table2", "--profile", "quick", "--seeds", "2", "--dataset", "mnist",
-                     "--dry-run", "--keep-old-versions", "--results", str(tmp_path)]) == 0
+                     "--dry-run", "--no-estimate", "--keep-old-versions", "--results", str(tmp_path)]) == 0
     assert "kept (--keep-old-versions)" in capsys.readouterr().out
 
 

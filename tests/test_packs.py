@@ -122,11 +122,11 @@ def test_seeds_per_trial_is_validated_and_must_match_to_restore(tmp_path):
 
 
 def test_cli_refuses_a_bad_seeds_per_trial_and_dry_run_shows_the_packs(capsys):
-    assert cli.main(["run", "table1", "--seeds-per-trial", "0", "--dry-run"]) == 2
+    assert cli.main(["run", "table1", "--seeds-per-trial", "0", "--dry-run", "--no-estimate"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--seeds-per-trial must be >= 1" in err
     assert cli.main(["run", "table1", "--profile", "smoke", "--dataset", "mnist", "--seeds", "3",
-                     "--seeds-per-trial", "2", "--dry-run"]) == 0
+                     "--seeds-per-trial", "2", "--dry-run", "--no-estimate"]) == 0
     lines = capsys.readouterr().out.splitlines()
     a, b, c = smoke(3, epochs=1)
     assert lines[0].startswith(f"{a.trial_id}+1  table1  smoke  unsupervised/mnist/gaussian  seeds 0, 1")

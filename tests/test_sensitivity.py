@@ -126,7 +126,7 @@ def test_the_grid_lists_every_choice_for_every_seed():
 def test_dry_run_prints_the_trials(capsys, tmp_path):
     from bench import cli
 
-    code = cli.main(["run", "sensitivity", "--profile", "quick", "--seeds", "3", "--dry-run",
+    code = cli.main(["run", "sensitivity", "--profile", "quick", "--seeds", "3", "--dry-run", "--no-estimate",
                      "--results", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0

@@ -44,7 +44,7 @@ def test_a_figure_grid_runs_nothing_a_table_grid_ran(tmp_path, capsys):
     assert runner.pending_configs(figure9, tmp_path) == []
     planned = runner.plan(figure9, tmp_path)
     assert {p.why for p in planned} == {"already run by table3"}
-    assert cli.main(["run", "figure9", "--profile", "smoke", "--seeds", "3", "--dry-run",
+    assert cli.main(["run", "figure9", "--profile", "smoke", "--seeds", "3", "--dry-run", "--no-estimate",
                      "--results", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "[done: already run by table3]" in lines[0] and "[done" not in lines[2]
