@@ -133,6 +133,10 @@ def _check_dtype(dtype) -> np.dtype:
 # ~1-2): 0.71 s vs 0.50 s, 0.71 of the matmul's rate (target 0.70). Where the time goes, in CPU
 # seconds with one thread: product 0.85, blocking and padding +0.07, elementwise passes +0.18,
 # checks, centring and the exact top terms +0.05.
+# Threads. `threads` is also the BLAS thread count (_run_parzen pins it): the bits are a
+# function of the inputs and `threads`, never of the calling process's BLAS setting. Results
+# for different `threads` agree within the error model above, not always bit for bit
+# (OpenBLAS's threaded sgemm may sum in another order); a trial passes its own threads.
 
 
 class _ParzenState:
