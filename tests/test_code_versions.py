@@ -107,7 +107,8 @@ def test_the_committed_rows_carry_the_versions_they_were_made_with():
     # results/*.csv: the study's rows (results/precision-check/ holds a separate comparison,
     # made at training version 2)
     frame = results.read_rows(REPO / "results")
-    by_grid = frame.groupby("grid")["training_version"].agg(lambda v: sorted(set(v)))
-    assert by_grid["table1"] == [2]  # commit 2707a50: seed-batched code
-    assert by_grid["table2"] == [1]  # commit 03f085b: before a99f140
+    made_by = frame.groupby(["grid", "profile", "commit"])["training_version"].agg(lambda v: sorted(set(v)))
+    old = {("table2", "quick"): [1]}  # commit 03f085b: before a99f140, the seed-batched code
+    for (grid, profile, commit), versions in made_by.items():
+        assert versions == old.get((grid, profile), [2]), (grid, profile, commit)
     assert set(frame["evaluator_version"]) == {1}
