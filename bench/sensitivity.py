@@ -61,7 +61,7 @@ NO_DEFAULT_CHANGES = "This study changes no default: our choices stay as they ar
 
 
 @dataclass(frozen=True)
-class Arm:
+class Arm(stats.PerSeedValues):
     """One side of a comparison: the trials of one config (one per seed) at one code version."""
 
     values: tuple[float, ...]
@@ -82,18 +82,6 @@ class Arm:
         if not self.trials:
             return "—"
         return "not recorded" if not math.isfinite(self.core_hours) else f"{self.core_hours:.3g} core-h"
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.values)) if self.values else math.nan
-
-    @property
-    def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else math.nan
 
 
 EMPTY_ARM = Arm((), (), 0, 0, 0, math.nan, "")

@@ -54,6 +54,26 @@ class Difference:
         return abs(self.delta) / self.stderr
 
 
+class PerSeedValues:
+    """Mixin for a record with `values` (one metric per done seed): their count, mean and
+    sample std (ddof 1), NaN where there are too few. Shared by a table's cell and a
+    sensitivity arm, so both summarise seeds the same way."""
+
+    values: tuple[float, ...] | list[float]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values)) if len(self.values) else math.nan
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else math.nan
+
+
 def _values(name: str, values) -> np.ndarray:
     a = np.asarray(values, dtype=np.float64).ravel()
     if a.size < 2:

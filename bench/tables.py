@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench import curves, paper, tags
+from bench import curves, paper, stats, tags
 from bench.results import (
     CONFIG_FIELDS,
     newest_versions,
@@ -359,7 +359,7 @@ def device_mix(trials: pd.DataFrame) -> str:
 
 
 @dataclass
-class CellResult:
+class CellResult(stats.PerSeedValues):
     """Our numbers for one cell at one profile (the most faithful one present)."""
 
     spec: CellSpec
@@ -389,18 +389,6 @@ class CellResult:
         """The mean over seeds of the per-seed stderr (NaN when no seed has one)."""
         finite = [s for s in self.stderrs if math.isfinite(s)]
         return float(np.mean(finite)) if finite else math.nan
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.values)) if self.values else math.nan
-
-    @property
-    def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else math.nan
 
 
 def summarize(frame: pd.DataFrame, spec: CellSpec) -> CellResult | None:

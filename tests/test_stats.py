@@ -53,3 +53,18 @@ def test_bad_input_is_one_line(a, b, message):
         stats.welch_difference(a, b)
     with pytest.raises(ValueError, match="level"):
         stats.welch_difference([1, 2], [3, 4], level=1.5)
+
+
+def test_per_seed_values_summarise_like_numpy_and_say_nan_when_too_few():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Record(stats.PerSeedValues):
+        values: tuple
+
+    three = Record((1.0, 2.0, 4.0))
+    assert (three.n, three.mean) == (3, pytest.approx(7 / 3))
+    assert three.std == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    one, none = Record((5.0,)), Record(())
+    assert one.mean == 5.0 and math.isnan(one.std)
+    assert none.n == 0 and math.isnan(none.mean) and math.isnan(none.std)
