@@ -109,6 +109,6 @@ def test_the_committed_rows_carry_the_versions_they_were_made_with():
     frame = results.read_rows(REPO / "results")
     made_by = frame.groupby(["grid", "profile", "commit"])["training_version"].agg(lambda v: sorted(set(v)))
     old = {("table2", "quick"): [1]}  # commit 03f085b: before a99f140, the seed-batched code
-    for (grid, profile, commit), versions in made_by.items():
-        assert versions == old.get((grid, profile), [2]), (grid, profile, commit)
+    for (grid, profile, commit), found in made_by.items():
+        assert found == old.get((grid, profile), [2]), (grid, profile, commit)
     assert set(frame["evaluator_version"]) == {1}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from dataclasses import dataclass
 
 import pytest
@@ -18,11 +17,7 @@ from accelerate import Accelerator
 
 from aae_core import parallel, priors, training, variants
 from aae_core.seeds import masked_step
-
-
-def cuda(test):
-    """CUDA-only: marked `cuda` (`pytest -m cuda` runs exactly these) and skipped without a GPU."""
-    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
+from cuda_helpers import cuda, host_syncs
 
 
 SHAPE = (1, 6, 6)
@@ -247,19 +242,6 @@ def test_cuda_pack_equals_its_seeds_alone_within_tolerance(gpu, name, prior):
         for packed, lone in zip((e[k] for e in per_epoch), (e[0] for e in alone), strict=True):
             for key in lone:
                 assert packed[key] == pytest.approx(lone[key], rel=1e-4, abs=1e-5), (name, seed, key)
-
-
-def host_syncs(fn) -> int:
-    """How many times fn makes the host wait on the GPU (CUDA's sync debug mode warns each time)."""
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("warn")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            fn()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
 
 
 @cuda

@@ -20,6 +20,7 @@ from bench import evaluate, metrics
 from bench.config import TrialConfig, config_hash
 from bench.grids import grid_configs, single_trial
 from bench.parzen import PARZEN_SIGMAS, parzen_sigma_grid, sigma_on_edge
+from cuda_helpers import cuda
 
 D = 6  # pixels of the stand-in images: (1, 2, 3)
 
@@ -308,8 +309,7 @@ def _equal_within_float32(a: dict, b: dict, rel: float = 1e-6) -> None:
             assert a[name][2] == b[name][2]
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@cuda
 @pytest.mark.parametrize("dataset", ["mnist", "tfd"])
 def test_cuda_evaluation_equals_the_cpu_one(dataset):
     fields = dict(parzen_samples_large=12_000, **(dict(dataset="tfd", z_dim=15) if dataset == "tfd" else {}))

@@ -24,6 +24,7 @@ from bench.parzen import (
     select_parzen_sigma_streaming,
     sigma_on_edge,
 )
+from cuda_helpers import cuda
 
 # 1/sigma^2 a power of two: the one-pass and the single-sigma paths do the same arithmetic.
 POWER_OF_TWO_SIGMAS = (0.25, 0.5, 1.0, 2.0)
@@ -364,8 +365,7 @@ def test_torch_pins_ieee_float32_and_restores_the_callers_setting():
         matmul.fp32_precision = saved
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@cuda
 @pytest.mark.parametrize("name", DATA)
 def test_torch_cuda_equals_numpy_cuda(name):
     samples, points = DATA[name]

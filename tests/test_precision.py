@@ -16,6 +16,7 @@ from aae_core import priors, training
 from aae_core.seeds import SeedLinear, autocast_dtype, masked_step
 from bench.grids import single_trial
 from bench.trial import build
+from cuda_helpers import cuda
 
 BF16 = torch.bfloat16
 
@@ -80,8 +81,7 @@ def test_gradients_reach_the_fp32_master_weights():
         torch.testing.assert_close(g_low, g_full, rtol=0.05, atol=0.05 * float(g_full.abs().max()))
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@cuda
 def test_the_batched_kernel_runs_in_bf16_on_a_gpu():
     lin = layer().cuda()
     x = torch.randn(2, 5, 30, generator=torch.Generator().manual_seed(1)).cuda().requires_grad_()

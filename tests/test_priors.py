@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from aae_core import priors
 from aae_core.priors import PRIORS, make_prior
+from cuda_helpers import cuda, host_syncs
 
 # Constructor arguments for the generic tests; a prior missing here is built with its defaults.
 PARAMS = {"gaussian": dict(dim=3, std=2.0), "categorical": dict(dim=10)}
@@ -398,26 +399,6 @@ def test_labels_on_an_accelerator_are_checked_without_a_host_read():
         priors._labels_on(torch.zeros(7, dtype=torch.long, device=meta), 6, 10, meta)
     with pytest.raises(ValueError, match=r"-1\.\.9"):  # on the CPU: checked at once
         priors._labels_on(torch.full((6,), 10), 6, 10, torch.device("cpu"))
-
-
-def cuda(test):
-    """CUDA-only: marked `cuda` (`pytest -m cuda` runs exactly these) and skipped without a GPU."""
-    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
-
-
-def host_syncs(fn) -> int:
-    """How often fn makes the host wait on the GPU (a copy from the host included)."""
-    import warnings
-
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("warn")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            fn()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
 
 
 @cuda

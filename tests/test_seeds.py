@@ -22,6 +22,7 @@ from aae_core.seeds import SeedLinear
 from bench import trial
 from bench.grids import grid_configs, single_trial
 from bench.trial import TrialState, run_trial
+from cuda_helpers import cuda
 
 CASES = [  # (variant, prior, labels, clusters): every variant, every prior family
     ("unsupervised", "gaussian", None, None),
@@ -121,8 +122,7 @@ def assert_within(batched: list[dict], alone: list[dict], tol: dict[str, float])
         assert got[key]["seed"] == row["seed"] and got[key]["subset_hash"] == row["subset_hash"]
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@cuda
 @pytest.mark.parametrize("case", CASES, ids=[f"{v}-{p}" for v, p, *_ in CASES])
 def test_cuda_pack_gives_every_seed_its_numbers_within_tolerance(mnist, case):
     """The GPU branch of the test above (issue 18, item 11): the trials run on CUDA (cpu=False),
