@@ -166,9 +166,12 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     # and the precision comparison (written by `python -m bench.precision`).
     sensitivity = write_sensitivity_report(results_dir, out_dir, generator)
     written += sensitivity
-    pages = [(name, title) for name, title in (("sensitivity", "Sensitivity study: the paper's open choices"),
-                                               ("precision", "bf16 against fp32"))
-             if (out_dir / f"{name}.md").exists()]
+    # The sensitivity page is linked only when this run wrote it: a sensitivity.md left in out_dir
+    # by an earlier run whose rows are gone would be a stale page. The precision page is another
+    # command's output, so its presence is all there is to go by.
+    pages = [(name, title) for name, title, present in (
+        ("sensitivity", "Sensitivity study: the paper's open choices", bool(sensitivity)),
+        ("precision", "bf16 against fp32", (out_dir / "precision.md").exists())) if present]
     pages_md = "".join(f"- [{t}]({n}.md)\n" for n, t in pages)
     if pages_md:
         figure_md += "\n## Other studies\n\n" + pages_md

@@ -341,3 +341,8 @@ def test_aae_bench_report_writes_the_study_and_links_it_from_the_index(tmp_path)
     report.write_report(tmp_path / "plain", bare)
     assert not (bare / "sensitivity.html").exists()
     assert "sensitivity.html" not in (bare / "index.html").read_text()
+    # A page left in the out directory by an earlier run is not linked when the rows have none.
+    report.write_report(tmp_path / "plain", out)
+    assert (out / "sensitivity.html").exists()  # left alone, but no longer linked
+    assert "sensitivity.html" not in (out / "index.html").read_text()
+    assert "(sensitivity.md)" not in (out / "report.md").read_text()
