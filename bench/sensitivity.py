@@ -14,13 +14,14 @@ needs MIN_SEEDS done seeds in each arm, of one (training, evaluator) code versio
 both arms.
 
 `write_sensitivity_report(results_dir, out_dir)` writes reports/sensitivity.md, .html and
-figures/sensitivity.png (one row per choice, sorted by |effect| within each cell and profile,
+figures/sensitivity.png (one row per choice, sorted by |effect| within each cell, profile and precision,
 since the cells' metrics have different units). It writes nothing when no varied trial has rows.
 This study changes no default.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import html
 import math
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from bench import paper, stats
-from bench.config import PROFILES
+from bench.config import PRECISIONS, PROFILES
 from bench.evaluate import primary_metric
 from bench.grids import (
     SCALE,
@@ -89,11 +90,13 @@ EMPTY_ARM = Arm((), (), 0, 0, 0, math.nan, "")
 
 @dataclass(frozen=True)
 class Effect:
-    """One choice of one cell at one profile, against the cell's default."""
+    """One choice of one cell at one profile and precision, against the cell's default there."""
 
     cell: SensitivityCell
     choice: SensitivityChoice
     profile: str
+    precision: str
+    """The config's precision ("no" = fp32, "bf16"): both arms share it."""
     epochs: int
     metric: str
     default: Arm
@@ -216,30 +219,38 @@ def row_cells(frame: pd.DataFrame) -> pd.Series:
 
 
 @functools.cache
-def cell_configs(key: str, profile: str):
-    """The cell's default (seed 0) at `profile` and each of its choices with its varied config."""
-    default = sensitivity_defaults(key, profile, 1)[0]
+def cell_configs(key: str, profile: str, precision: str = "no"):
+    """The cell's default (seed 0) at `profile` and `precision` and each of its choices with its
+    varied config (`aae-bench run sensitivity --precision bf16` sets the precision of both arms)."""
+    default = dataclasses.replace(sensitivity_defaults(key, profile, 1)[0], precision=precision)
     return default, tuple((c, vary(default, c)) for c in SENSITIVITY if c.cell == key)
 
 
+def precision_name(precision: str) -> str:
+    """How the report names a config's precision: "fp32" for "no" (the CLI's spelling)."""
+    return "fp32" if precision == "no" else precision
+
+
 def measure(frame: pd.DataFrame, keys: pd.Series | None = None) -> list[Effect]:
-    """Every choice of every cell at every profile where at least one choice of that cell has
-    rows; the choices without rows there are listed as "not run yet". `keys`: row_cells(frame)."""
+    """Every choice of every cell at every profile and precision where at least one choice of
+    that cell has rows; the choices without rows there are listed as "not run yet". Arms pair
+    only at one precision: a bf16 choice is read against the bf16 default. `keys`: row_cells(frame)."""
     if frame.empty:
         return []
     keys = row_cells(frame) if keys is None else keys
     out = []
     for profile in PROFILES:
-        for cell in SENSITIVITY_CELLS:
-            default, varied = cell_configs(cell.key, profile)
-            if not keys.isin([v.trial_id for _, v in varied]).any():
-                continue
-            metric = primary_metric(default)
-            default_rows = frame[keys == default.trial_id]
-            for choice, config in varied:
-                d, v, version, difference = _compare(default_rows, frame[keys == config.trial_id], metric)
-                out.append(Effect(cell, choice, profile, default.epochs, metric, d, v, version,
-                                  difference, _paper_value(cell)))
+        for precision in PRECISIONS:
+            for cell in SENSITIVITY_CELLS:
+                default, varied = cell_configs(cell.key, profile, precision)
+                if not keys.isin([v.trial_id for _, v in varied]).any():
+                    continue
+                metric = primary_metric(default)
+                default_rows = frame[keys == default.trial_id]
+                for choice, config in varied:
+                    d, v, version, difference = _compare(default_rows, frame[keys == config.trial_id], metric)
+                    out.append(Effect(cell, choice, profile, precision, default.epochs, metric, d, v,
+                                      version, difference, _paper_value(cell)))
     return out
 
 
@@ -248,15 +259,17 @@ def _order(key: str, order: tuple[str, ...]) -> int:
 
 
 def effects_frame(effects: list[Effect]) -> pd.DataFrame:
-    """One row per choice, grouped by cell (in SENSITIVITY_CELLS order) and profile (most
-    faithful first), sorted by |varied − default| within each group, unmeasured rows last."""
+    """One row per choice, grouped by cell (in SENSITIVITY_CELLS order), profile (most
+    faithful first) and precision (fp32 first), sorted by |varied − default| within each group,
+    unmeasured rows last."""
     cell_keys = tuple(c.key for c in SENSITIVITY_CELLS)
     rows = []
     for e in effects:
         d = e.difference
         rows.append({
             "cell": e.cell.key, "choice": e.choice.name, "fields": e.choice.label,
-            "profile": e.profile, "epochs": e.epochs, "metric": e.metric,
+            "profile": e.profile, "precision": precision_name(e.precision), "epochs": e.epochs,
+            "metric": e.metric,
             "default_mean": e.default.mean, "default_std": e.default.std, "default_n": e.default.n,
             "varied_mean": e.varied.mean, "varied_std": e.varied.std, "varied_n": e.varied.n,
             "delta": e.delta, "low": d.low if d else math.nan,
@@ -269,13 +282,14 @@ def effects_frame(effects: list[Effect]) -> pd.DataFrame:
             "default_compute": e.default.compute, "devices": e.varied.devices,
             "source": e.choice.source,
             "_cell": _order(e.cell.key, cell_keys), "_profile": _order(e.profile, PROFILE_RANK),
-            "_size": abs(e.delta),
+            "_precision": _order(e.precision, PRECISIONS), "_size": abs(e.delta),
         })
     if not rows:
         return pd.DataFrame()
-    frame = pd.DataFrame(rows).sort_values(["_cell", "_profile", "_size"], ascending=[True, True, False],
+    frame = pd.DataFrame(rows).sort_values(["_cell", "_profile", "_precision", "_size"],
+                                           ascending=[True, True, True, False],
                                            na_position="last", kind="stable")
-    return frame.drop(columns=["_cell", "_profile", "_size"]).reset_index(drop=True)
+    return frame.drop(columns=["_cell", "_profile", "_precision", "_size"]).reset_index(drop=True)
 
 
 # -- writing the report -----------------------------------------------------------------------
@@ -318,7 +332,7 @@ TABLE_HEADER = ("choice", "fields changed", "measured at", "varied: mean ± std 
 
 
 def _table_cells(row) -> list[str]:
-    return [row["choice"], row["fields"], f"{row['profile']} ({row['epochs']} epochs)",
+    return [row["choice"], row["fields"], f"{row['profile']} ({row['epochs']} epochs, {row['precision']})",
             _arm_text(row["varied_mean"], row["varied_std"], row["varied_n"]), _delta_text(row),
             _num(row["share_of_gap"], 2), _verdict_text(row),
             f"{row['varied_compute']}" + (f" on {row['devices']}" if row["devices"] else ""),
@@ -326,15 +340,17 @@ def _table_cells(row) -> list[str]:
 
 
 def _groups(frame: pd.DataFrame):
-    for (cell, profile), rows in frame.groupby(["cell", "profile"], sort=False):
-        yield cell, profile, rows
+    """(cell, "profile, precision" label, rows) of each group of the table, in its order."""
+    for (cell, profile, precision), rows in frame.groupby(["cell", "profile", "precision"], sort=False):
+        yield cell, f"`{profile}` profile, {precision}", rows
 
 
 def _group_intro(rows: pd.DataFrame) -> str:
     first = rows.iloc[0]
     default = _arm_text(first["default_mean"], first["default_std"], first["default_n"])
-    text = (f"Our default (the table's own trials): {first['metric']} {default}, "
-            f"{first['default_compute']}.")
+    # Only the fp32 defaults are the tables' trials: the tables run at fp32 unless told otherwise.
+    whose = "the table's own trials" if first["precision"] == "fp32" else f"the cell's config at {first['precision']}"
+    text = f"Our default ({whose}): {first['metric']} {default}, {first['default_compute']}."
     if first["paper"] is not None and math.isfinite(first["paper"]):
         text += (f" The paper: {_num(first['paper'], 4)}; paper − our default = "
                  f"{_signed(first['paper_gap'])}, the scale each Δ is read against.")
@@ -343,14 +359,15 @@ def _group_intro(rows: pd.DataFrame) -> str:
 
 def _intro(frame: pd.DataFrame) -> list[str]:
     """The report's opening paragraphs (the caveat's starts with CAVEAT)."""
-    measured = ", ".join(sorted({f"`{p}` ({e} epochs)" for p, e in zip(frame["profile"], frame["epochs"],
-                                                                        strict=True)}))
-    total = frame.drop_duplicates(["cell", "profile", "choice"])["varied_core_hours"].sum()
+    measured = ", ".join(sorted({f"`{p}` ({e} epochs, {x})" for p, e, x in zip(
+        frame["profile"], frame["epochs"], frame["precision"], strict=True)}))
+    total = frame.drop_duplicates(["cell", "profile", "precision", "choice"])["varied_core_hours"].sum()
     return [
         "Each open choice of Table 1's MNIST cell and Table 2's MNIST 100-label cell, varied one at a "
         "time from our default with every other field held fixed (`bench.grids.SENSITIVITY`; "
-        "`aae-bench run sensitivity`). The default of each cell is the table's own trial (same trial "
-        "id), so its rows are the table's.",
+        "`aae-bench run sensitivity`). At fp32 the default of each cell is the table's own trial (same "
+        "trial id), so its rows are the table's; at bf16 (`--precision bf16`) both arms run at bf16 "
+        "and a choice is read only against the bf16 default.",
         f"Δ = mean(varied) − mean(default) of the cell's metric over seeds, with a {LEVEL:.0%} Welch's t "
         "interval (unequal variances, Welch-Satterthwaite degrees of freedom; `bench.stats`). Verdict: "
         f"\"{stats.BEYOND_NOISE}\" where the interval excludes 0, \"{stats.NOT_DETECTABLE}\" where it does "
@@ -376,7 +393,7 @@ def markdown(frame: pd.DataFrame, header: list[str]) -> str:
     for paragraph in _intro(frame):
         out += [f"**{paragraph}**" if paragraph.startswith(CAVEAT) else paragraph, ""]
     for cell, profile, rows in _groups(frame):
-        out += [f"## {cell}, `{profile}` profile", "", _group_intro(rows), "",
+        out += [f"## {cell}, {profile}", "", _group_intro(rows), "",
                 "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
         out += ["| " + " | ".join(_md_escape(c) for c in _table_cells(row)) + " |"
                 for _, row in rows.iterrows()]
@@ -388,7 +405,7 @@ def markdown(frame: pd.DataFrame, header: list[str]) -> str:
 
 def figure_caption() -> str:
     return (f"Δ varied − default with its {LEVEL:.0%} Welch interval for each choice (blue), and the "
-            "paper's number minus our default (grey bar) for scale; one panel per cell and profile. "
+            "paper's number minus our default (grey bar) for scale; one panel per cell, profile and precision. "
             "Choices without an interval yet are not drawn.")
 
 
@@ -405,7 +422,7 @@ def html_page(frame: pd.DataFrame, header: list[str]) -> str:
     body = [f"<p><strong>{text(p)}</strong></p>" if p.startswith(CAVEAT) else f"<p>{text(p)}</p>"
             for p in _intro(frame)]
     for cell, profile, rows in _groups(frame):
-        body += [f"<h2>{text(cell)}, {text(profile)} profile</h2>",
+        body += [f"<h2>{text(cell)}, {text(profile.replace('`', ''))}</h2>",
                  f"<p>{text(_group_intro(rows))}</p>", '<table class="paper-table">',
                  f"<tr>{cells(TABLE_HEADER, 'th')}</tr>"]
         body += [f"<tr>{cells(_table_cells(row))}</tr>" for _, row in rows.iterrows()]
@@ -442,7 +459,7 @@ def draw_figure(frame: pd.DataFrame, out: Path) -> Path:
         ax.errorbar(delta, y[1:], xerr=errors, fmt="o", color="tab:blue", capsize=3)
         ax.axvline(0, color="k", linewidth=0.8)
         ax.set_yticks(y, ["paper − our default", *shown["choice"]], fontsize=8)
-        ax.set_title(f"{cell}, {profile} ({first['epochs']} epochs)", fontsize=9)
+        ax.set_title(f"{cell}, {profile.replace('`', '')} ({first['epochs']} epochs)", fontsize=9)
         ax.set_xlabel(f"Δ {first['metric']} (varied − default)", fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -478,6 +495,6 @@ def _rows_of(frame: pd.DataFrame, keys: pd.Series, effects: list[Effect]) -> pd.
     """The rows the study read (both arms of every measured choice), for the provenance header."""
     wanted = set()
     for e in effects:
-        default, varied = cell_configs(e.cell.key, e.profile)
+        default, varied = cell_configs(e.cell.key, e.profile, e.precision)
         wanted |= {default.trial_id, *(v.trial_id for c, v in varied if c == e.choice)}
     return frame[keys.isin(wanted)]
