@@ -266,17 +266,27 @@ def measure_forward(config: TrialConfig, seeds: int, threads: int, device: str,
     return math.ceil(examples / 1000), seeds * examples, seconds, "synthetic"
 
 
-def measure_parzen(dims: int, samples: int = PARZEN_PROBE[0], points: int = PARZEN_PROBE[1]
-                   ) -> tuple[int, int, float, str]:
+def measure_parzen(dims: int, samples: int = PARZEN_PROBE[0], points: int = PARZEN_PROBE[1],
+                   sigmas: int = 1) -> tuple[int, int, float, str]:
     """Seconds of the Parzen evaluator (its products and elementwise passes, float32, its own
-    default threads) on `samples` x `points` at `dims`: (1, products, seconds, data)."""
-    from bench import metrics
+    default threads) on `samples` x `points` at `dims`: (1, products, seconds, data). With
+    sigmas > 1, of the one-pass evaluator over that many sigmas (the validation curve's): one
+    distance product shared by all sigmas, an elementwise pass per sigma."""
+    from bench import metrics, parzen
 
     rng = np.random.default_rng(0)
     x, p = rng.random((samples, dims), dtype=np.float32), rng.random((points, dims), dtype=np.float32)
-    metrics.parzen_log_likelihood(x[:1000], p[:50], 0.2)  # warm-up
+    grid = tuple(0.1 + 0.05 * k for k in range(sigmas))
+
+    def run(x, p):
+        if sigmas == 1:
+            metrics.parzen_log_likelihood(x, p, 0.2)
+        else:
+            parzen.parzen_log_likelihood_sigmas([x], p, grid)
+
+    run(x[:1000], p[:50])  # warm-up
     t0 = time.perf_counter()
-    metrics.parzen_log_likelihood(x, p, 0.2)
+    run(x, p)
     return 1, samples * points * dims, time.perf_counter() - t0, "synthetic"
 
 
@@ -309,8 +319,10 @@ def forward_key(config, seeds, threads) -> dict:
             "code": trainer_version()}
 
 
-def parzen_key(dims: int) -> dict:
-    return {"kind": "parzen", "dims": dims, "probe": list(PARZEN_PROBE), "threads": _parzen_threads()}
+def parzen_key(dims: int, sigmas: int = 1) -> dict:
+    """One sigma: the final evaluation's passes; several: the curve's one-pass evaluator."""
+    key = {"kind": "parzen", "dims": dims, "probe": list(PARZEN_PROBE), "threads": _parzen_threads()}
+    return key if sigmas == 1 else {**key, "sigmas": sigmas}
 
 
 def _parzen_threads() -> int:
@@ -427,19 +439,24 @@ def evaluation_seconds(c: TrialConfig, seeds: int, threads: int, device: str, ca
         return curve + n_test / alone.samples_per_s, [alone, batched]
     dims = math.prod(SPLITS[c.dataset][1])
     products = calibrate(parzen_key(dims), lambda: measure_parzen(dims), device=device, cache_dir=cache_dir)
+    n_sigmas = len(c.parzen_sigmas)
+    curve_products = calibrate(parzen_key(dims, n_sigmas), lambda: measure_parzen(dims, sigmas=n_sigmas),
+                               device=device, cache_dir=cache_dir)
     decoded, pairs = parzen_work(c, n_valid, n_test)
     curve_decoded, curve_pairs = curve_parzen_work(c, n_valid)
-    return (curve + curve_decoded / batched.samples_per_s + curve_pairs * dims / products.samples_per_s
-            + decoded / alone.samples_per_s + pairs * dims / products.samples_per_s), [alone, batched, products]
+    return (curve + curve_decoded / batched.samples_per_s + curve_pairs * dims / curve_products.samples_per_s
+            + decoded / alone.samples_per_s + pairs * dims / products.samples_per_s), [
+                alone, batched, products, curve_products]
 
 
 def curve_parzen_work(c: TrialConfig, n_valid: int) -> tuple[int, int]:
     """The Parzen part of a trial's validation curve (bench.validation.parzen_curve), per seed:
     (samples decoded, sample x point pairs scored) over all epochs: each epoch decodes
-    parzen_samples and scores the validation images under every sigma (counted as one pass per
-    sigma, as parzen_work counts the sigma choice)."""
+    parzen_samples and scores the validation images under every sigma in one pass
+    (parzen_log_likelihood_sigmas), so its pairs count once and are priced at the one-pass
+    evaluator's rate for the config's number of sigmas (parzen_key(dims, sigmas))."""
     v = min(c.parzen_validation or n_valid, n_valid)
-    return c.epochs * c.parzen_samples, c.epochs * c.parzen_samples * len(c.parzen_sigmas) * v
+    return c.epochs * c.parzen_samples, c.epochs * c.parzen_samples * v
 
 
 def parzen_work(c: TrialConfig, n_valid: int, n_test: int) -> tuple[int, int]:

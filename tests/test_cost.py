@@ -115,16 +115,18 @@ def test_parzen_work_reads_the_whole_validation_split_where_the_config_says_0():
 
 def test_the_validation_curve_is_priced_every_epoch(tmp_path, fake_rates):
     """The curve (bench.validation) adds per epoch a reconstruction pass over the validation
-    images, and for a Parzen cell one decode and a score of the validation images per sigma."""
+    images, and for a Parzen cell one decode and one pass scoring the validation images under
+    every sigma."""
     (c,) = grid_configs("table1", "quick", 1, ("mnist",))
     sizes = (50_000, 10_000, 10_000)
     seconds = {n: cost.evaluation_seconds(dataclasses.replace(c, epochs=n), 1, 1, "cpu", tmp_path, sizes)[0]
                for n in (1, 2)}
     per_epoch = seconds[2] - seconds[1]
     decoded, pairs = cost.curve_parzen_work(c, 10_000)
-    assert (decoded, pairs) == (10 * c.parzen_samples, 10 * c.parzen_samples * len(c.parzen_sigmas) * 1000)
+    # one pass scores every sigma: its pairs count once, at the one-pass evaluator's rate
+    assert (decoded, pairs) == (10 * c.parzen_samples, 10 * c.parzen_samples * 1000)
     rate = 1000  # every fake rate
-    expected = (10_000 + c.parzen_samples) / rate + c.parzen_samples * len(c.parzen_sigmas) * 1000 * 784 / rate
+    expected = (10_000 + c.parzen_samples) / rate + c.parzen_samples * 1000 * 784 / rate
     assert per_epoch == pytest.approx(expected)
     (t2,) = grid_configs("table2", "quick", 1, ("mnist",))[:1]
     one, two = (cost.evaluation_seconds(dataclasses.replace(t2, epochs=n), 1, 1, "cpu", tmp_path, sizes)[0]
@@ -217,3 +219,33 @@ def test_the_report_sets_each_saved_estimate_against_its_actual(tmp_path, fake_r
     assert "## Cost: estimate against actual" in md and 'id="cost"' in page
     assert f"| table1 --profile smoke | {estimates[0].cell} |" in md
     assert plain  # the report without estimates was written as before
+
+
+def test_the_curves_one_pass_parzen_is_calibrated_apart_from_the_final_evaluation(tmp_path, monkeypatch):
+    """The curve's multi-sigma pass has a rate of its own (one product for all sigmas), keyed
+    by the number of sigmas; the final evaluation keeps the single-sigma rate."""
+    seen = []
+
+    def fake(dims, samples=cost.PARZEN_PROBE[0], points=cost.PARZEN_PROBE[1], sigmas=1):
+        seen.append(sigmas)
+        return 1, 1000 * sigmas, 1.0, "synthetic"  # the one-pass rate: `sigmas` times the single's
+
+    monkeypatch.setattr(cost, "measure_parzen", fake)
+    for name in ("measure_training", "measure_forward"):
+        monkeypatch.setattr(cost, name, lambda *a, **k: (1, 1000, 1.0, "synthetic"))
+    (c,) = grid_configs("table1", "quick", 1, ("mnist",))
+    n = len(c.parzen_sigmas)
+    sizes = (50_000, 10_000, 10_000)
+    one, two = (cost.evaluation_seconds(dataclasses.replace(c, epochs=e), 1, 1, "cpu", tmp_path, sizes)
+                for e in (1, 2))
+    assert sorted(set(seen)) == [1, n]
+    keys = [json.loads(u.key) for u in one[1]]
+    assert [k.get("sigmas", 1) for k in keys if k["kind"] == "parzen"] == [1, n]
+    per_epoch = two[0] - one[0]
+    assert per_epoch == pytest.approx((10_000 + c.parzen_samples) / 1000 + c.parzen_samples * 1000 * 784 / (1000 * n))
+    assert cost.parzen_key(784) != cost.parzen_key(784, n) and "sigmas" not in cost.parzen_key(784)
+
+
+def test_measure_parzen_times_the_one_pass_evaluator_for_several_sigmas():
+    steps, products, seconds, data = cost.measure_parzen(8, samples=200, points=20, sigmas=3)
+    assert (steps, products, data) == (1, 200 * 20 * 8, "synthetic") and seconds > 0
