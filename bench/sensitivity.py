@@ -378,7 +378,7 @@ def _intro(frame: pd.DataFrame) -> list[str]:
         "has its learning rate scaled by the pixel count takes the same steps as ours: it checks the "
         "study and should read \"not detectably\".",
         f"{CAVEAT} Measured here at: {measured}.",
-        f"Compute of the varied trials: {total:.3g} core-h (the defaults' is the tables' own).",
+        f"Compute of the varied trials: {total:.3g} core-h (each cell's default: in its section).",
         NO_DEFAULT_CHANGES,
     ]
 
