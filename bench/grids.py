@@ -3,7 +3,8 @@
 A grid is a value: it can be printed and counted before anything runs, and its trials are
 named by a hash of their config (never by position), so a grid can grow new seeds or cells.
 Each function takes a profile and a number of seeds (0..seeds-1). `sensitivity` is the study of
-issue #17: the open choices of two cells, declared as rows (`SENSITIVITY`) a user can add to.
+issue #17: the open choices of two cells, declared as rows (`SENSITIVITY`) a user can add to;
+`precision_check` one cell of each variant, for fp32 against bf16 (`PRECISION_CHECK`).
 """
 
 from __future__ import annotations
@@ -307,6 +308,40 @@ def sensitivity(profile: str, seeds: int) -> list[TrialConfig]:
     return out
 
 
+# -- the precision check (issue #15's rule, for every variant the campaign runs) ---------------
+
+# One cell per variant, picked from the grid that owns it, so the check's trials are those
+# cells' own (same trial ids): a check at the quick profile finds a table's quick trials done,
+# and its rows feed that table too. Each row: (grid, the fields that pick the cell). A user who
+# adds a variant to a grid adds its row here. The cheapest cell of each variant, where the
+# variant has several: bf16's effect is a property of the GEMMs, not of the cell.
+PRECISION_CHECK = (
+    ("table1", dict(dataset="mnist")),
+    ("table2", dict(dataset="mnist", labels=100)),
+    ("table3", dict(clusters=16)),
+    ("dim_reduction", dict(clusters=20)),
+    ("figure2", dict(variant="vae", prior="gaussian")),
+    ("figure4", dict(prior="mixture")),
+    ("figure5_6", dict(dataset="mnist")),
+)
+
+
+def precision_check(profile: str, seeds: int) -> list[TrialConfig]:
+    """fp32 against bf16 (`python -m bench.precision`): one cell of each variant, run twice,
+    `--precision fp32` and `--precision bf16`. A row of PRECISION_CHECK that picks no cell, or
+    more than one, is an error here, never a check that silently skips a variant."""
+    out = []
+    for grid, fields in PRECISION_CHECK:
+        picked = [c for c in GRIDS[grid](profile, seeds)
+                  if all(getattr(c, name) == value for name, value in fields.items())]
+        cells = {replace(c, seed=0) for c in picked}
+        if len(cells) != 1:
+            raise ConfigError(f"PRECISION_CHECK row ({grid}, {fields}) picks {len(cells)} cells of "
+                              f"grid {grid}, not 1")
+        out += [replace(c, grid="precision_check") for c in picked]
+    return out
+
+
 GRIDS = {
     "table1": table1,
     "table2": table2,
@@ -318,6 +353,7 @@ GRIDS = {
     "figure9": figure9,
     "figure11": figure11,
     "sensitivity": sensitivity,
+    "precision_check": precision_check,
 }
 
 

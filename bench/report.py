@@ -304,6 +304,10 @@ def markdown_for_grid(results_dir: str | os.PathLike, grid: str) -> str:
     """The paper table(s) fed by `grid`, as Markdown without the protocol card (for the
     terminal at the end of `aae-bench run`); a plain per-metric summary for other grids."""
     frame = read_rows(results_dir)
+    if grid == "precision_check":  # its table is the comparison, over every row of results_dir
+        from bench import precision
+
+        return precision.markdown(precision.compare(frame), [])
     keys = tables.tables_for_grid(grid)
     if keys:
         return "\n".join(render.render_markdown(k, frame, notes=[], card=False,
