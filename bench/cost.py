@@ -558,7 +558,8 @@ def actual_vs_estimate(frame, estimates: Sequence[CellEstimate]):
 
     Rows repeat wall_s once per metric: one per trial id. The members of a seed-batched pack
     repeat the pack's time: counted once per pack (same started_at and node). A resumed trial's
-    wall_s covers its last process only."""
+    wall_s covers every process it ran in, except in rows of older code (the last process only:
+    bench.results.wall_from_epoch > 0), where the actual is a lower bound."""
     import pandas as pd
 
     rows = frame.drop_duplicates("trial_id")

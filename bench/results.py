@@ -33,7 +33,7 @@ KEY = ["trial_id", "metric", *VERSION_COLUMNS]
 ROW_COLUMNS = [
     "trial_id", "grid", "profile", "seed", "metric", "value", "stderr", "n", "status", "error",
     "epochs_done", "wall_s", "threads", "workers", "device", "node", "node_id", "node_ip",
-    "resumed_from_epoch", "param_digests", "precision_used",
+    "resumed_from_epoch", "wall_s_from_epoch", "param_digests", "precision_used",
     "training_version", "evaluator_version", "data_source", "data_split", "subset_hash",
     "started_at", "finished_at", "command", "legacy_trial_id",
 ]
@@ -220,6 +220,17 @@ def _equals(column: pd.Series, value) -> pd.Series:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return column.astype(str) == str(value)
     return pd.to_numeric(column, errors="coerce") == value
+
+
+def wall_from_epoch(row: Mapping) -> int:
+    """The first epoch a row's wall_s covers: its `wall_s_from_epoch`, or in rows of older code
+    (which counted a resumed trial's last process only) its `resumed_from_epoch`; 0 when neither.
+    Above 0, wall_s is a lower bound of the trial's time."""
+    for column in ("wall_s_from_epoch", "resumed_from_epoch"):
+        value = pd.to_numeric(row.get(column), errors="coerce")
+        if value is not None and not pd.isna(value):
+            return int(value)
+    return 0
 
 
 def cell_key(config: TrialConfig) -> str:

@@ -28,6 +28,7 @@ from bench.results import (
     select,
     version_name,
     versions_of,
+    wall_from_epoch,
 )
 
 VERDICT_PROFILE = "paper"
@@ -61,7 +62,8 @@ CELL_NOTE = (
     "names no device: a CPU and a GPU trial of one config are one experiment, pooled); compute "
     "= core-h, the sum over the cell's trials (every status, each trial once) of wall-clock "
     "hours x threads x workers, a pack of S seeds trained as one model sharing its wall time "
-    "(wall_s / seeds_per_trial per seed), and GPU-h, wall-clock hours x workers of the trials "
+    "(wall_s / seeds_per_trial per seed; a resumed trial counts each of its processes up to its "
+    "last checkpoint, '≥' where rows of older code recorded only the last one), and GPU-h, wall-clock hours x workers of the trials "
     "on a CUDA device (a worker's share of a GPU is not recorded); diverged / error trial "
     "counts; the trend at the end of the validation curve (see the trend rule); the verdict. "
     "'not run': the study has this cell but no rows yet. '—': not part of the study / no number."
@@ -306,14 +308,20 @@ class Compute:
     trials: int
     unknown: int
     """Trials left out: no wall_s, threads or workers recorded."""
+    partial: int = 0
+    """Trials whose wall_s misses the time before a resume (rows of older code,
+    bench.results.wall_from_epoch): the hours are then a lower bound."""
 
     @property
     def text(self) -> str:
         if self.trials == self.unknown:
             return "compute unknown"
-        out = f"{self.core_hours:.3g} core-h"
+        out = f"{'≥ ' if self.partial else ''}{self.core_hours:.3g} core-h"
         if self.gpu_hours:
             out += f", {self.gpu_hours:.3g} GPU-h"
+        if self.partial:
+            out += (f" ({self.partial} of {self.trials} trials resumed by older code, which recorded "
+                    "only the last process's time)")
         if self.unknown:
             out += f" ({self.unknown} of {self.trials} trials without wall_s / threads left out)"
         return out
@@ -329,18 +337,19 @@ def compute_hours(trials: pd.DataFrame) -> Compute:
     workers / 3600; GPU-h the same without threads, over the trials on a CUDA device."""
     per_trial = trials.drop_duplicates("trial_id").to_dict("records") if len(trials) else []
     core = gpu = 0.0
-    unknown = 0
+    unknown = partial = 0
     for row in per_trial:
         wall, threads = _number(row, "wall_s"), _number(row, "threads")
         workers, pack = _number(row, "workers", 1.0), _number(row, "seeds_per_trial", 1.0)
         if wall is None or threads is None:
             unknown += 1
             continue
+        partial += wall_from_epoch(row) > 0
         share = wall / max(pack, 1.0) * workers / 3600.0  # a pack's seeds share its wall time
         core += share * threads
         if _is_gpu(row.get("device", ""), row.get("gpu", "")):
             gpu += share
-    return Compute(core, gpu, len(per_trial), unknown)
+    return Compute(core, gpu, len(per_trial), unknown, partial)
 
 
 def device_mix(trials: pd.DataFrame) -> str:

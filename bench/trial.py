@@ -79,6 +79,11 @@ class TrialState:
     generators: dict[str, torch.Tensor]
     best: list | None = None
     diverged: dict[int, str] | None = None
+    wall_s: float | None = None
+    """Wall-clock seconds the trial had run when this checkpoint was taken, summed over its
+    processes; None in the checkpoints of older code (they did not record it)."""
+    wall_s_from_epoch: int = 0
+    """The first epoch `wall_s` covers: 0 unless an older code's checkpoint came before."""
 
 
 def _now() -> str:
@@ -236,11 +241,12 @@ def run_trial(
     accelerator = Accelerator(cpu=settings.cpu, mixed_precision=config.precision)
     if settings.threads:  # again: a multi-process Accelerator sets its own thread count
         torch.set_num_threads(settings.threads)
-    run = start(pack, data, accelerator, resume)
+    run = start(pack, data, accelerator, resume, t0)
 
     shared = {
         "threads": torch.get_num_threads(), "workers": max(settings.workers, run.shard.world),
         "seeds_per_trial": len(pack), "resumed_from_epoch": run.first_epoch,
+        "wall_s_from_epoch": run.wall_from_epoch,
         "device": str(accelerator.device), "node": socket.gethostname(), **settings.node,
         "precision_used": str(accelerator.mixed_precision),
         "evaluator_version": metrics.METRICS_VERSION, "data_source": data.source,
@@ -250,7 +256,7 @@ def run_trial(
 
     def rows(k: int, status: str, values: dict, error: str = "") -> list[dict]:
         context = results.RunContext(_now(), shared, run.parts.subset_hashes[k],
-                                     round(time.perf_counter() - t0, 3), len(run.curve[k]))
+                                     round(run.wall_s(), 3), len(run.curve[k]))
         return results.trial_rows(pack[k], context, status, values, error)
 
     def diverged_rows(k: int) -> list[dict]:
@@ -304,11 +310,24 @@ class Run:
     best: list[dict | None]
     """Classification: each seed's model chosen on the validation split, and when."""
     first_epoch: int
+    wall_before_s: float = 0.0
+    """Wall-clock seconds of the trial's earlier processes, up to the checkpoint this one
+    resumed from (counted from epoch `wall_from_epoch`)."""
+    wall_from_epoch: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+    """When this process's part of the trial began (time.perf_counter)."""
+
+    def wall_s(self) -> float:
+        """The trial's wall-clock seconds so far, over every process it ran in: a resumed trial
+        counts each earlier process up to its last checkpoint (an epoch redone after a kill is
+        counted once, in the process that finished it)."""
+        return self.wall_before_s + time.perf_counter() - self.t0
 
 
 def start(pack: tuple[TrialConfig, ...], data: datasets.Dataset, accelerator,
-          resume: TrialState | None) -> Run:
-    """Build the pack's model and generators, restored from `resume` when given."""
+          resume: TrialState | None, t0: float | None = None) -> Run:
+    """Build the pack's model and generators, restored from `resume` when given; `t0` is when
+    this process's part of the trial began (time.perf_counter; now by default)."""
     shard = training.Shard(accelerator.process_index, accelerator.num_processes)
     base_streams = [training.RandomStreams.from_seed(c.seed) for c in pack]
     streams = [s.for_rank(shard.rank) for s in base_streams]
@@ -334,7 +353,13 @@ def start(pack: tuple[TrialConfig, ...], data: datasets.Dataset, accelerator,
     training.prepare(accelerator, parts.net, parts.opts)
     ctx = training.StepContext(accelerator, parts.net, parts.opts, parts.priors, parts.settings,
                                gens["prior"], gens["noise"], world=shard.world, diverged=diverged)
-    return Run(pack, data, accelerator, shard, streams, parts, gens, ctx, curve, best, first_epoch)
+    wall_before, wall_from = 0.0, 0
+    if resume is not None:
+        # A checkpoint of older code has no wall time: this trial's wall_s then starts at its epoch.
+        wall_before, wall_from = ((resume.wall_s, resume.wall_s_from_epoch) if resume.wall_s is not None
+                                  else (0.0, resume.epoch))
+    return Run(pack, data, accelerator, shard, streams, parts, gens, ctx, curve, best, first_epoch,
+               wall_before, wall_from, time.perf_counter() if t0 is None else t0)
 
 
 def train(run: Run, on_epoch: Callable[[TrialState | None, dict], None] | None) -> None:
@@ -402,7 +427,8 @@ def _checkpoint(run: Run, epoch: int) -> TrialState | None:
         return None
     return TrialState(epoch, [list(c) for c in run.curve], _state(run.accelerator, run.parts.net),
                       {k: copy.deepcopy(o.state_dict()) for k, o in run.parts.opts.items()},
-                      generators, list(run.best), dict(run.ctx.diverged))
+                      generators, list(run.best), dict(run.ctx.diverged), run.wall_s(),
+                      run.wall_from_epoch)
 
 
 def evaluate_seed(run: Run, k: int, trained: dict) -> tuple[torch.nn.Module, dict]:

@@ -20,7 +20,7 @@ from report_fixtures import (
 from bench import curves, figures, render, summary, tables
 from bench.grids import grid_configs
 from bench.report import write_report
-from bench.results import read_rows, to_frame
+from bench.results import read_rows, to_frame, wall_from_epoch
 
 EPOCHS = 10
 
@@ -262,6 +262,21 @@ def test_compute_counts_each_trial_once_and_shares_a_packs_wall_time():
     half = pd.concat([frame[frame["seed"] == 0], unknown[unknown["seed"] == 1]])
     assert tables.compute_hours(half).text == (
         "2 core-h (1 of 2 trials without wall_s / threads left out)")
+
+
+def test_compute_is_a_lower_bound_where_older_code_recorded_only_the_last_process():
+    frame = _trials(["cpu", "cpu"], threads=1)
+    assert tables.compute_hours(frame.assign(resumed_from_epoch=0)).partial == 0
+    # older rows: no wall_s_from_epoch column, a resumed trial counted its last process only
+    older = frame.assign(resumed_from_epoch=[37 if s == 1 else 0 for s in frame["seed"]])
+    compute = tables.compute_hours(older)
+    assert compute.partial == 1 and compute.core_hours == pytest.approx(2.0)
+    assert compute.text == ("≥ 2 core-h (1 of 2 trials resumed by older code, which recorded only "
+                            "the last process's time)")
+    # newer rows count every process: resumed, yet whole
+    assert tables.compute_hours(older.assign(wall_s_from_epoch=0)).text == "2 core-h"
+    assert wall_from_epoch({"wall_s_from_epoch": 5.0, "resumed_from_epoch": 9}) == 5
+    assert wall_from_epoch({}) == 0
 
 
 def test_a_profile_with_failed_trials_only_does_not_hide_a_done_one():

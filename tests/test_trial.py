@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -67,8 +68,22 @@ def test_resume_from_epoch_state_equals_straight_run(mnist, smoke):
     config = dataclasses.replace(smoke, epochs=2)
     states: list[TrialState] = []
     straight = run_trial(config, data=mnist, threads=1, on_epoch=lambda s, _: states.append(s))
+    # the optimizers load a state's tensors in place: a state resumed twice needs its own copy
+    older = dataclasses.replace(copy.deepcopy(states[0]), wall_s=None)
     resumed = run_trial(config, data=mnist, threads=1, resume=states[0])
     assert values(resumed) == values(straight)
+    # The resumed trial's wall time counts its first process up to the checkpoint, and this one.
+    assert states[0].wall_s > 0 and states[0].wall_s_from_epoch == 0
+    assert states[1].wall_s > states[0].wall_s
+    assert {r["wall_s_from_epoch"] for r in resumed} == {0}
+    assert {r["resumed_from_epoch"] for r in resumed} == {1}
+    assert min(r["wall_s"] for r in resumed) > states[0].wall_s
+    # A checkpoint of older code has no wall time: the rows say which epochs wall_s covers.
+    rows = run_trial(config, data=mnist, threads=1, resume=older,
+                     on_epoch=lambda s, _: states.append(s))
+    assert {r["wall_s_from_epoch"] for r in rows} == {1} and values(rows) == values(straight)
+    assert states[-1].wall_s_from_epoch == 1  # and its next checkpoint carries that on
+    assert all(r["wall_s"] < states[0].wall_s + rows[0]["wall_s"] for r in rows)
 
 
 def test_diverged_run_is_a_row(mnist, smoke):
