@@ -356,6 +356,10 @@ GRIDS = {
     "precision_check": precision_check,
 }
 
+# Grids made of other grids' cells (the same trial ids, so the same trials): their training
+# curves are drawn once, with the grid that owns the cell.
+VIEW_GRIDS = ("precision_check",)
+
 
 def grid_configs(name: str, profile: str, seeds: int, datasets: tuple[str, ...] = ()) -> list[TrialConfig]:
     """The configs of a grid (optionally only some data sets); a bad name, profile or seed
