@@ -6,6 +6,10 @@ q(y|x) and representation), `curve.csv` (epoch, loss_*, seconds), `model.pt` (a 
 of the whole one-seed network), beside it `model_args.json` (the arguments of the model's
 constructor: variant, input_shape, z_dim, hidden, n_classes) and `config.json` (the trial's
 config). The rows (bench.results.read_rows) give each trial's profile, seed and config.
+
+model.pt is not committed (18-22 MB a trial). What a figure computes from it (decoded images,
+the cluster heads) is kept beside it in `figure_inputs.npz` (`from_weights`), which is: so the
+report redrawn from a clean clone shows the images drawn where the weights were.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +35,11 @@ from bench.results import config_of, pick_profile, select
 # Config fields that follow a profile's scale (see `cells`).
 SCALE_FIELDS = ("epochs", "train_examples", "parzen_samples", "parzen_validation", "parzen_test")
 MODEL_ARGS = "model_args.json"
+log = logging.getLogger(__name__)
+WEIGHTS = "model.pt"
+FIGURE_INPUTS = "figure_inputs.npz"
+FROM_WEIGHTS = (WEIGHTS, FIGURE_INPUTS)
+"""A figure's artifact that either file satisfies: the weights, or what was drawn from them."""
 
 
 @dataclass(frozen=True)
@@ -51,20 +61,22 @@ def artifact_dir(results_dir: str | os.PathLike, grid: str, trial_id: str) -> Pa
     return Path(results_dir) / "artifacts" / grid / trial_id
 
 
-def trial_file(results_dir, trial_id: str, grids, name: str) -> Path | None:
-    """The file `name` of a trial's artifacts, looked for under each of `grids` in order (the
-    grid that ran the trial first: its rows' `grid`); None when none holds it."""
+def trial_file(results_dir, trial_id: str, grids, name: str | tuple[str, ...]) -> Path | None:
+    """The file `name` of a trial's artifacts (a tuple: the first of those names it holds),
+    looked for under each of `grids` in order (the grid that ran the trial first: its rows'
+    `grid`); None when none holds it."""
     for grid in dict.fromkeys(str(g) for g in grids):
-        path = artifact_dir(results_dir, grid, trial_id) / name
-        if path.is_file():
-            return path
+        for one in (name,) if isinstance(name, str) else name:
+            path = artifact_dir(results_dir, grid, trial_id) / one
+            if path.is_file():
+                return path
     return None
 
 
 def find_artifacts(results_dir, frame: pd.DataFrame, grid: str, filters: Mapping[str, object],
-                   files: tuple[str, ...]) -> tuple[str | None, list[TrialArtifact]]:
+                   files: tuple[str | tuple[str, ...], ...]) -> tuple[str | None, list[TrialArtifact]]:
     """(profile, trials): the trials of `grid` whose config matches `filters` and that saved
-    every one of `files`, at the most faithful profile that has such trials. A trial's
+    every one of `files` (an entry that is a tuple: any one of its names), at the most faithful profile that has such trials. A trial's
     artifacts are under the grid that ran it (its rows' `grid`), which may be another grid
     with the same cell (bench.results.select)."""
     rows = select(frame, grid, filters)
@@ -75,7 +87,7 @@ def find_artifacts(results_dir, frame: pd.DataFrame, grid: str, filters: Mapping
         for ran_by in dict.fromkeys((str(row["grid"]), grid)):
             if all(trial_file(results_dir, row["trial_id"], (ran_by,), name) for name in files):
                 found.append((str(row["profile"]), row,
-                              artifact_dir(results_dir, ran_by, row["trial_id"]) / files[0]))
+                              trial_file(results_dir, row["trial_id"], (ran_by,), files[0])))
                 break
     profile = pick_profile([p for p, _, _ in found])
     chosen = [TrialArtifact(str(r["trial_id"]), int(r["seed"]), path, config_of(r),
@@ -114,19 +126,75 @@ class NoModelArgs(FileNotFoundError):
     not known, and are never guessed from the weights' shapes."""
 
 
-def load_model(trial: TrialArtifact) -> torch.nn.Module:
-    """The trial's one-seed network, built from its model_args.json, with every weight of
-    model.pt loaded strictly, in eval mode."""
+class StaleFigureInputs(FileNotFoundError):
+    """figure_inputs.npz lacks what a figure asks of the weights (or holds it for other
+    inputs), and model.pt, which would give it, is not here."""
+
+
+def model_args(trial: TrialArtifact) -> dict:
+    """The arguments the trial's network was built with (its model_args.json)."""
     path = trial.directory / MODEL_ARGS
     if not path.is_file():
         raise NoModelArgs(f"trial {trial.trial_id} saved model.pt without {MODEL_ARGS} (a run "
                           f"older than it): rerun the trial to draw figures from its weights")
-    args = json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_state(trial: TrialArtifact) -> dict[str, torch.Tensor]:
+    return torch.load(trial.directory / WEIGHTS, map_location="cpu", weights_only=True)
+
+
+def load_model(trial: TrialArtifact) -> torch.nn.Module:
+    """The trial's one-seed network, built from its model_args.json, with every weight of
+    model.pt loaded strictly, in eval mode."""
+    args = model_args(trial)
     net = variants.network(args["variant"], tuple(args["input_shape"]), args["z_dim"],
                            list(args["hidden"]), 1, n_classes=args["n_classes"])
-    state = torch.load(trial.directory / "model.pt", map_location="cpu", weights_only=True)
-    net.load_state_dict(state)
+    net.load_state_dict(load_state(trial))
     return net.eval()
+
+
+def from_weights(trial: TrialArtifact, name: str, inputs,
+                 compute: Callable[[TrialArtifact, np.ndarray], np.ndarray]) -> np.ndarray:
+    """compute(trial, inputs): what a figure draws from the trial's weights. Where model.pt is,
+    it is computed from them and kept in the trial's figure_inputs.npz under `name`, with the
+    inputs it was computed for; where it is not (a clean clone: model.pt is not committed), the
+    kept array is returned, only if it was computed for these very inputs."""
+    inputs = np.asarray(inputs, dtype=np.float32)
+    store = trial.directory / FIGURE_INPUTS
+    if (trial.directory / WEIGHTS).is_file():
+        out = np.asarray(compute(trial, inputs))
+        _keep(store, {name: out, f"{name}__inputs": inputs})
+        return out
+    kept = _read(store)
+    if name not in kept or not np.array_equal(kept.get(f"{name}__inputs"), inputs):
+        why = "has no" if name not in kept else "was made for other inputs of"
+        raise StaleFigureInputs(f"trial {trial.trial_id}: {FIGURE_INPUTS} {why} '{name}' and "
+                                f"{WEIGHTS} is not here: redraw the figure where the weights are")
+    return kept[name]
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _keep(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Add `arrays` to the npz at `path` (replaced whole, through a temporary file, so a reader
+    never sees half of it); a read-only results directory only loses the copy, with a warning."""
+    kept = _read(path)
+    if all(k in kept and np.array_equal(kept[k], v) for k, v in arrays.items()):
+        return  # unchanged: leave the file (and its git status) alone
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **{**kept, **arrays})
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        log.warning("could not keep %s (%s): the figure is drawn, not kept", path, exc)
 
 
 @torch.no_grad()

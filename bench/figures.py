@@ -18,7 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from bench import paper, plots
-from bench.artifacts import NoModelArgs, TrialArtifact, find_artifacts
+from bench.artifacts import (
+    FROM_WEIGHTS,
+    NoModelArgs,
+    StaleFigureInputs,
+    TrialArtifact,
+    find_artifacts,
+)
 from bench.grids import GRIDS, VIEW_GRIDS
 from bench.results import read_rows
 
@@ -38,15 +44,16 @@ class FigureSpec:
     grid: str
     kind: str
     """Renderer key in RENDERERS."""
-    artifact: str | tuple[str, ...]
-    """File(s) each trial's artifact directory must hold."""
+    artifact: str | tuple[str | tuple[str, ...], ...]
+    """File(s) each trial's artifact directory must hold; an entry that is a tuple is met by
+    any one of its names (FROM_WEIGHTS: model.pt, or what was drawn from it)."""
     filters: Mapping[str, object] = field(default_factory=dict)
     """Config fields a trial must have (the grid's cell the figure shows)."""
     fallback: tuple[str, ...] = ()
     """Grids read, in order, when `grid` has no artifacts (their trials have the same cells)."""
 
     @property
-    def files(self) -> tuple[str, ...]:
+    def files(self) -> tuple[str | tuple[str, ...], ...]:
         return (self.artifact,) if isinstance(self.artifact, str) else tuple(self.artifact)
 
 
@@ -62,30 +69,30 @@ FIGURES: tuple[FigureSpec, ...] = (
                "AAE (a-b) against VAE (c-d)", "Fig. 2 a-d", "figure2", "prior_comparison",
                "latents.npz"),
     FigureSpec("fig2_manifold", "Learned manifold of the 2-D Gaussian AAE", "Fig. 2 (manifold)",
-               "figure2", "manifold", "model.pt",
+               "figure2", "manifold", (FROM_WEIGHTS,),
                filters={"variant": "unsupervised", "prior": "gaussian"}),
     FigureSpec("fig4", "Hold-out codes of the label-regularized AAE under the mixture and the "
                "swiss-roll priors", "Fig. 4 (codes)", "figure4", "label_codes", "latents.npz"),
     FigureSpec("fig4_mixture_walk", "Walking along each mixture component's axis",
-               "Fig. 4 a (walk)", "figure4", "mixture_walk", "model.pt",
+               "Fig. 4 a (walk)", "figure4", "mixture_walk", (FROM_WEIGHTS,),
                filters={"prior": "mixture"}),
     FigureSpec("fig4_swiss_roll_walk", "Walking along the swiss roll", "Fig. 4 b (walk)",
-               "figure4", "swiss_roll_walk", "model.pt", filters={"prior": "swiss-roll"}),
+               "figure4", "swiss_roll_walk", (FROM_WEIGHTS,), filters={"prior": "swiss-roll"}),
     FigureSpec("fig5", "Disentangling style and content, MNIST", "Fig. 5", "figure5_6", "style",
-               ("model.pt", "latents.npz"), filters={"dataset": "mnist"}),
+               (FROM_WEIGHTS, "latents.npz"), filters={"dataset": "mnist"}),
     FigureSpec("fig6", "Disentangling style and content, SVHN", "Fig. 6", "figure5_6", "style",
-               ("model.pt", "latents.npz"), filters={"dataset": "svhn"}),
+               (FROM_WEIGHTS, "latents.npz"), filters={"dataset": "svhn"}),
     FigureSpec("fig9", "Cluster heads of unsupervised clustering with 16 clusters", "Fig. 9",
-               "figure9", "cluster_heads", ("model.pt", "latents.npz"),
+               "figure9", "cluster_heads", (FROM_WEIGHTS, "latents.npz"),
                filters={"clusters": 16}, fallback=("table3",)),
     FigureSpec("fig11", "2-D representations W_C y + z of test images, with the cluster heads",
-               "Fig. 11", "figure11", "dim_reduction", ("model.pt", "latents.npz"),
+               "Fig. 11", "figure11", "dim_reduction", (FROM_WEIGHTS, "latents.npz"),
                filters={"z_dim": 2}, fallback=("dim_reduction",)),
     # PAPER-GAP: how the paper draws the 10-D representation in 2-D is not known to us; its
     # first two principal components (bench.plots.project_2d), the heads projected alike.
     FigureSpec("fig11d", "10-D representations W_C y + z of test images (20 clusters), shown "
                "in 2-D, with the cluster heads", "Fig. 11 d", "figure11", "dim_reduction",
-               ("model.pt", "latents.npz"), filters={"z_dim": 10}),
+               (FROM_WEIGHTS, "latents.npz"), filters={"z_dim": 10}),
     # every grid, so a new grid has its curves at once; a view's trials are drawn with their owner
     *(_curves_spec(g) for g in GRIDS if g not in VIEW_GRIDS),
 )
@@ -130,7 +137,8 @@ def write_figures(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
                   figures: tuple[FigureSpec, ...] = FIGURES) -> list[FigureResult]:
     """Every figure in `figures` whose artifacts exist, as out_dir/<key>.png; the others are
     returned with status "not run yet" (no artifacts), "no renderer yet", "pending: ..." (a
-    checkpoint saved without its model's arguments) or "error: ..."."""
+    checkpoint saved without its model's arguments, or no model.pt and a figure_inputs.npz
+    without what the figure now asks of it) or "error: ..."."""
     if frame is None:
         frame = read_rows(results_dir)
     out_dir = Path(out_dir)
@@ -138,7 +146,7 @@ def write_figures(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     for spec in figures:
         try:
             results.append(_write_one(results_dir, out_dir, frame, spec))
-        except NoModelArgs as exc:  # an older run's checkpoint: its model's sizes are unknown
+        except (NoModelArgs, StaleFigureInputs) as exc:  # an older run's: redraw it from weights
             plots.close_all()
             (out_dir / f"{spec.key}.png").unlink(missing_ok=True)
             results.append(FigureResult(spec, f"{PENDING}: {exc}"))

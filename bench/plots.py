@@ -2,7 +2,9 @@
 
 Each plotter takes the trials a figure shows (bench.artifacts.TrialArtifact, grouped into cells
 where it shows several), the PNG to write and its title, and returns the caption's detail. The
-figures that show images decode through the saved weights (bench.artifacts.load_model).
+figures that show images decode through the saved weights (bench.artifacts.load_model), by
+way of bench.artifacts.from_weights, which keeps what they decoded beside the weights, so the
+figure is redrawn the same where the weights are not.
 """
 
 from __future__ import annotations
@@ -15,7 +17,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.artifacts import TrialArtifact, cells, decode, hold_out_images, latents, load_model
+from bench.artifacts import (
+    TrialArtifact,
+    cells,
+    decode,
+    from_weights,
+    hold_out_images,
+    latents,
+    load_model,
+    load_state,
+    model_args,
+)
 from bench.config import TrialConfig
 
 MAX_PANELS = 6
@@ -191,6 +203,11 @@ def plot_prior_comparison(trials: list[TrialArtifact], out: Path, title: str) ->
             f"{_seeds_note(groups)}")
 
 
+def _decoded(trial: TrialArtifact, name: str, codes) -> np.ndarray:
+    """Images the trial's decoder gives for `codes` (kept as `name`, bench.artifacts.from_weights)."""
+    return from_weights(trial, name, codes, lambda t, c: decode(load_model(t), c))
+
+
 def _image_figure(mosaic: np.ndarray, scale: int = 2, margins: tuple[float, float, float, float]
                   = (1.0, 0.3, 0.7, 0.8)):
     """A figure showing `mosaic` at exactly `scale` screen pixels per image pixel (crisp, no
@@ -214,7 +231,6 @@ def plot_manifold(trials: list[TrialArtifact], out: Path, title: str) -> str:
 
     trial = trials[0]
     config = trial.config
-    net = load_model(trial)
     if config.z_dim != 2:
         raise ValueError(f"the manifold needs a 2-D code; trial {trial.trial_id} has {config.z_dim}")
     n = MANIFOLD_STEPS
@@ -223,7 +239,7 @@ def plot_manifold(trials: list[TrialArtifact], out: Path, title: str) -> str:
     values = config.prior_std * norm.ppf((np.arange(n) + 0.5) / n)
     z1, z0 = np.meshgrid(values[::-1], values, indexing="ij")  # rows: z[1] from high to low
     codes = np.stack([z0.ravel(), z1.ravel()], 1)  # (n * n, 2)
-    images = decode(net, codes)
+    images = _decoded(trial, "manifold", codes)
     mosaic = tile(images.reshape(n, n, *images.shape[1:]), pad=0)
     size = images.shape[-1]
     fig, ax = _image_figure(mosaic, 1)
@@ -297,7 +313,7 @@ def plot_mixture_walk(trials: list[TrialArtifact], out: Path, title: str) -> str
     trial = trials[0]
     config = trial.config
     points = mixture_axis(config)  # (K, steps, 2)
-    images = decode(load_model(trial), points.reshape(-1, 2))
+    images = _decoded(trial, "mixture_walk", points.reshape(-1, 2))
     k, steps = points.shape[:2]
     size = images.shape[-1]
     fig, ax = _image_figure(tile(images.reshape(k, steps, *images.shape[1:])), 2,
@@ -319,7 +335,7 @@ def plot_swiss_roll_walk(trials: list[TrialArtifact], out: Path, title: str) -> 
     """Fig. 4b's walk: decode the swiss roll from u = 0 to u = 1 (an image strip in rows)."""
     trial = trials[0]
     u = np.linspace(0, 1, ROLL_STEPS)
-    images = decode(load_model(trial), swiss_roll_curve(u))
+    images = _decoded(trial, "swiss_roll_walk", swiss_roll_curve(u))
     per_row = ROLL_STEPS // ROLL_ROWS
     size = images.shape[-1]
     fig, ax = _image_figure(tile(images.reshape(ROLL_ROWS, per_row, *images.shape[1:])), 2,
@@ -342,15 +358,14 @@ def _one_hot(index, k: int) -> np.ndarray:
 def plot_style(trials: list[TrialArtifact], out: Path, title: str) -> str:
     """Fig. 5-6: row r keeps the style z of a test image, column l decodes [one-hot(l), z]."""
     trial = trials[0]
-    net = load_model(trial)
     data = latents(trial)
     y, z = data["y"], data["z"]
-    k = net.n_classes
+    k = model_args(trial)["n_classes"]
     rows = [int(np.flatnonzero(y == label)[0]) for label in range(k) if (y == label).any()]
     rows = rows[:STYLE_ROWS]
     codes = np.concatenate([np.repeat(_one_hot(range(k), k)[None], len(rows), 0),
                             np.repeat(z[rows][:, None], k, 1)], 2)  # (R, K, K + z_dim)
-    images = decode(net, codes.reshape(len(rows) * k, -1))
+    images = _decoded(trial, "style", codes.reshape(len(rows) * k, -1))
     images = images.reshape(len(rows), k, *images.shape[1:])
     size = images.shape[-1]
     grid = tile(images)
@@ -382,25 +397,33 @@ def plot_cluster_heads(trials: list[TrialArtifact], out: Path, title: str) -> st
     """Fig. 9: row k decodes y = one-hot(k), z = 0 (the cluster head), then test images that
     q(y|x) assigns to cluster k."""
     trial = trials[0]
-    net = load_model(trial)
     data = latents(trial)
-    k = net.n_classes
+    k = model_args(trial)["n_classes"]
     z_dim = data["z"].shape[1]
-    # z = 0: the mean of the style prior, so that the image shows the cluster, not a style.
-    heads = decode(net, net.representation(torch.as_tensor(_one_hot(range(k), k)),
-                                           torch.zeros(k, z_dim)))
+
+    def head_images(t: TrialArtifact, codes: np.ndarray) -> np.ndarray:
+        # z = 0: the mean of the style prior, so that the image shows the cluster, not a style.
+        net = load_model(t)
+        with torch.no_grad():
+            return decode(net, net.representation(torch.as_tensor(codes[:, :k]),
+                                                   torch.as_tensor(codes[:, k:])))
+
+    heads = from_weights(trial, "cluster_heads",
+                         np.concatenate([_one_hot(range(k), k), np.zeros((k, z_dim))], 1),
+                         head_images)
     assigned = data["y_probs"].argmax(1)
     originals = hold_out_images(trial, data["y"])
+    shown = [np.flatnonzero(assigned == cluster)[:CLUSTER_MEMBERS] for cluster in range(k)]
+    every = np.concatenate(shown)
+    # Without the test images, their reconstructions; kept either way, for a machine without them.
+    rebuilt = _decoded(trial, "cluster_members", data["representation"][every])
+    pictures = originals[every] if originals is not None else rebuilt
     shape = heads.shape[1:]
     members = np.full((k, CLUSTER_MEMBERS, *shape), np.nan, np.float32)
-    for cluster in range(k):
-        index = np.flatnonzero(assigned == cluster)[:CLUSTER_MEMBERS]
-        if len(index) == 0:
-            continue
-        if originals is not None:
-            members[cluster, :len(index)] = originals[index]
-        else:
-            members[cluster, :len(index)] = decode(net, data["representation"][index])
+    start = 0
+    for cluster, index in enumerate(shown):
+        members[cluster, :len(index)] = pictures[start:start + len(index)]
+        start += len(index)
     left, right = tile(heads[:, None]), tile(members)
     grid = np.concatenate([left, _separator(len(left)), right], 1)
     size = shape[-1]
@@ -431,9 +454,10 @@ def plot_dim_reduction(trials: list[TrialArtifact], out: Path, title: str) -> st
     for ax, (label, cell) in zip(axes.flat, groups, strict=True):
         trial = cell[0]
         data = latents(trial)
-        state = torch.load(trial.directory / "model.pt", map_location="cpu", weights_only=True)
         xy, how, project = _projection(data["representation"])
-        heads = project(state["cluster_heads"][0].float().numpy())  # (K, 2)
+        matrix = from_weights(trial, "cluster_head_matrix", np.zeros(0),
+                              lambda t, _: load_state(t)["cluster_heads"][0].float().numpy())
+        heads = project(matrix)  # (K, 2)
         scatter = _scatter(ax, xy, data["y"])
         ax.scatter(heads[:, 0], heads[:, 1], marker="X", s=70, c="k", edgecolors="w",
                    linewidths=0.8)

@@ -4,6 +4,7 @@ figure, decoded through the saved weights); missing artifacts are listed, never 
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 
 import matplotlib.image as mpimg
@@ -210,7 +211,9 @@ def test_decoding_figures_go_through_the_saved_weights(real, monkeypatch, tmp_pa
 
     monkeypatch.setattr(plots, "load_model", zero_decoder)
     specs = tuple(s for s in figures.FIGURES if s.key in DECODING_KEYS)
-    zeroed = {f.spec.key: f for f in figures.write_figures(real["results"], tmp_path, figures=specs)}
+    results = tmp_path / "results"  # a copy: what the zero decoder drew is kept beside its weights
+    shutil.copytree(real["results"], results)
+    zeroed = {f.spec.key: f for f in figures.write_figures(results, tmp_path / "f", figures=specs)}
     for key in DECODING_KEYS:
         before, after = _pixels(real["written"][key].path), _pixels(zeroed[key].path)
         assert before.shape == after.shape
@@ -265,13 +268,63 @@ def test_cluster_heads_are_read_from_the_checkpoint(real, tmp_path):
 def test_missing_files_mean_not_run_yet(real, tmp_path):
     results = tmp_path / "results"
     shutil.copytree(real["results"], results)
-    for path in (results / "artifacts" / "figure9").glob("*/model.pt"):
-        path.unlink()
+    for name in ("model.pt", artifacts.FIGURE_INPUTS):
+        for path in (results / "artifacts" / "figure9").glob(f"*/{name}"):
+            path.unlink()
     specs = tuple(s for s in figures.FIGURES if s.key in ("fig9", "figure9_curves"))
     written = {f.spec.key: f for f in figures.write_figures(results, tmp_path / "f", figures=specs)}
     assert written["fig9"].status == figures.NOT_RUN_YET  # latents alone cannot draw the heads
     assert written["figure9_curves"].status == figures.WRITTEN
     assert not (tmp_path / "f" / "fig9.png").exists()
+
+
+def _without_weights(real, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(real["results"], results)
+    weights = list((results / "artifacts").glob("*/*/model.pt"))
+    assert weights
+    for path in weights:
+        path.unlink()
+    return results
+
+
+def test_weight_figures_keep_what_they_drew_beside_the_weights(real):
+    kept = {}
+    for path in (real["results"] / "artifacts").glob(f"*/*/{artifacts.FIGURE_INPUTS}"):
+        with np.load(path) as data:
+            kept.update({name: data[name] for name in data.files})
+    for name in ("manifold", "mixture_walk", "swiss_roll_walk", "style", "cluster_heads",
+                 "cluster_members", "cluster_head_matrix"):
+        assert name in kept and f"{name}__inputs" in kept, name
+    assert kept["manifold"].shape == (plots.MANIFOLD_STEPS ** 2, 1, 28, 28)
+    assert kept["manifold__inputs"].shape == (plots.MANIFOLD_STEPS ** 2, 2)
+
+
+def test_weight_figures_redraw_the_same_without_the_weights(real, tmp_path):
+    # model.pt is not committed: a clean clone draws the images that were drawn from it.
+    results = _without_weights(real, tmp_path)
+    keys = (*DECODING_KEYS, "fig11", "fig11d")
+    specs = tuple(s for s in figures.FIGURES if s.key in keys)
+    redrawn = {f.spec.key: f for f in figures.write_figures(results, tmp_path / "f", figures=specs)}
+    for key in keys:
+        if real["written"][key].status != figures.WRITTEN:
+            continue
+        assert redrawn[key].status == figures.WRITTEN, (key, redrawn[key].status)
+        assert np.array_equal(_pixels(redrawn[key].path), _pixels(real["written"][key].path)), key
+        # the seeds named are those whose drawings were kept (a figure draws its first seed)
+        def unseeded(caption):
+            return re.sub(r"seeds [0-9, ]+\.", "seeds ...", caption)
+
+        assert unseeded(redrawn[key].caption) == unseeded(real["written"][key].caption), key
+
+
+def test_without_the_weights_other_inputs_are_pending_not_guessed(real, tmp_path, monkeypatch):
+    results = _without_weights(real, tmp_path)
+    monkeypatch.setattr(plots, "MANIFOLD_STEPS", plots.MANIFOLD_STEPS // 2)
+    spec = next(s for s in figures.FIGURES if s.key == "fig2_manifold")
+    (fig,) = figures.write_figures(results, tmp_path / "f", figures=(spec,))
+    assert fig.status.startswith("pending: trial ") and "other inputs of 'manifold'" in fig.status
+    assert fig.path is None and not (tmp_path / "f" / "fig2_manifold.png").exists()
 
 
 def test_cluster_heads_fall_back_to_table3(real, tmp_path):
