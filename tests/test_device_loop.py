@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import pytest
 import torch
 from accelerate import Accelerator
+from cuda_helpers import cuda, host_syncs
 
 from aae_core import parallel, priors, training, variants
 from aae_core.seeds import masked_step
-from cuda_helpers import cuda, host_syncs
-
 
 SHAPE = (1, 6, 6)
 

@@ -14,13 +14,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from cuda_helpers import cuda
 
 from aae_core import datasets, training
 from bench import evaluate, metrics
 from bench.config import TrialConfig, config_hash
 from bench.grids import grid_configs, single_trial
 from bench.parzen import PARZEN_SIGMAS, parzen_sigma_grid, sigma_on_edge
-from cuda_helpers import cuda
 
 D = 6  # pixels of the stand-in images: (1, 2, 3)
 

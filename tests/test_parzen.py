@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import reference as ref
 import torch
+from cuda_helpers import cuda
 
 from bench import parzen
 from bench.parzen import (
@@ -24,7 +25,6 @@ from bench.parzen import (
     select_parzen_sigma_streaming,
     sigma_on_edge,
 )
-from cuda_helpers import cuda
 
 # 1/sigma^2 a power of two: the one-pass and the single-sigma paths do the same arithmetic.
 POWER_OF_TWO_SIGMAS = (0.25, 0.5, 1.0, 2.0)

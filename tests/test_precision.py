@@ -11,12 +11,12 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from cuda_helpers import cuda
 
 from aae_core import priors, training
 from aae_core.seeds import SeedLinear, autocast_dtype, masked_step
 from bench.grids import single_trial
 from bench.trial import build
-from cuda_helpers import cuda
 
 BF16 = torch.bfloat16
 

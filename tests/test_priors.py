@@ -15,10 +15,10 @@ import scipy.integrate
 import scipy.stats
 import torch
 import torch.nn.functional as F
+from cuda_helpers import cuda, host_syncs
 
 from aae_core import priors
 from aae_core.priors import PRIORS, make_prior
-from cuda_helpers import cuda, host_syncs
 
 # Constructor arguments for the generic tests; a prior missing here is built with its defaults.
 PARAMS = {"gaussian": dict(dim=3, std=2.0), "categorical": dict(dim=10)}

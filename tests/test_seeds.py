@@ -16,13 +16,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from cuda_helpers import cuda
 
 from aae_core import training, variants
 from aae_core.seeds import SeedLinear
 from bench import trial
 from bench.grids import grid_configs, single_trial
 from bench.trial import TrialState, run_trial
-from cuda_helpers import cuda
 
 CASES = [  # (variant, prior, labels, clusters): every variant, every prior family
     ("unsupervised", "gaussian", None, None),
