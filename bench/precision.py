@@ -107,7 +107,9 @@ def markdown(comparisons: list[PrecisionComparison], header: list[str]) -> str:
              "Difference = bf16 mean − fp32 mean of the cell's metric; its standard error and 95 % "
              "interval are Welch's t over the seeds (bench.stats). Rule (issue #15): where |difference| "
              f"exceeds {MAX_STANDARD_ERRORS:g} standard errors, bf16 stays off by default for that "
-             "variant. The default precision is fp32 for every variant either way; time is the "
+             "variant. That rule is stricter than Welch's 95 % interval over 3 seeds a side (2.8 "
+             "to 4.3 standard errors at its 2-4 degrees of freedom), so the verdict column gives "
+             "both. The default precision is fp32 for every variant either way; time is the "
              "trials' mean wall-clock hours per seed on the machine named above, under whatever else ran "
              "on it (not a benchmark: tests/benchmarks/test_bench_precision.py measures speed).", ""]
     if not comparisons:
@@ -120,7 +122,8 @@ def markdown(comparisons: list[PrecisionComparison], header: list[str]) -> str:
         lines.append(
             f"| {c.cell} | {c.metric} | {_mean_std(c.fp32)} | {_mean_std(c.bf16)} | "
             f"{d.delta:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | {d.standard_errors:.2f} | "
-            f"{'within' if c.bf16_allowed else 'beyond'} {MAX_STANDARD_ERRORS:g} s.e.: {d.verdict} | "
+            f"{'within' if c.bf16_allowed else 'beyond'} {MAX_STANDARD_ERRORS:g} s.e. "
+            f"(bf16 {'allowed' if c.bf16_allowed else 'off'}); Welch 95 %: {d.verdict} | "
             f"{c.fp32_hours:.2f} / {c.bf16_hours:.2f} ({c.speedup:.2f}x) |")
     lines += ["", "## What it decides", ""]
     for variant in sorted({c.variant for c in comparisons}):
