@@ -8,8 +8,8 @@ constructor: variant, input_shape, z_dim, hidden, n_classes) and `config.json` (
 config). The rows (bench.results.read_rows) give each trial's profile, seed and config.
 
 model.pt is not committed (18-22 MB a trial). What a figure computes from it (decoded images,
-the cluster heads) is kept beside it in `figure_inputs.npz` (`from_weights`), which is: so the
-report redrawn from a clean clone shows the images drawn where the weights were.
+the cluster heads) is kept beside it in `figure_inputs.npz` (`from_weights`), which is
+committed, so the report redrawn from a clean clone shows the images drawn where the weights were.
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ def trial_file(results_dir, trial_id: str, grids, name: str | tuple[str, ...]) -
 def find_artifacts(results_dir, frame: pd.DataFrame, grid: str, filters: Mapping[str, object],
                    files: tuple[str | tuple[str, ...], ...]) -> tuple[str | None, list[TrialArtifact]]:
     """(profile, trials): the trials of `grid` whose config matches `filters` and that saved
-    every one of `files` (an entry that is a tuple: any one of its names), at the most faithful profile that has such trials. A trial's
-    artifacts are under the grid that ran it (its rows' `grid`), which may be another grid
+    every one of `files` (an entry that is a tuple: any one of its names), at the most faithful
+    profile that has such trials. A trial's artifacts are under the grid that ran it (its rows' `grid`), which may be another grid
     with the same cell (bench.results.select)."""
     rows = select(frame, grid, filters)
     if rows.empty:
