@@ -93,6 +93,9 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("fig11d", "10-D representations W_C y + z of test images (20 clusters), shown "
                "in 2-D, with the cluster heads", "Fig. 11 d", "figure11", "dim_reduction",
                (FROM_WEIGHTS, "latents.npz"), filters={"z_dim": 10}),
+    # Ours, not the paper's: whether the clusters are used at all explains a Table 3 cell.
+    FigureSpec("table3_cluster_use", "Test images per cluster (argmax q(y|x)) of the Table 3 "
+               "models", "", "table3", "cluster_use", "latents.npz"),
     # every grid, so a new grid has its curves at once; a view's trials are drawn with their owner
     *(_curves_spec(g) for g in GRIDS if g not in VIEW_GRIDS),
 )
@@ -121,6 +124,7 @@ RENDERERS: dict[str, Callable[[list[TrialArtifact], Path, str], str]] = {
     "style": plots.plot_style,
     "cluster_heads": plots.plot_cluster_heads,
     "dim_reduction": plots.plot_dim_reduction,
+    "cluster_use": plots.plot_cluster_use,
 }
 
 

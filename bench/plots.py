@@ -443,6 +443,43 @@ def plot_cluster_heads(trials: list[TrialArtifact], out: Path, title: str) -> st
             f"{what} whose argmax q(y|x) is k.")
 
 
+def cluster_use(y_probs: np.ndarray) -> np.ndarray:
+    """Each cluster's count of test images whose argmax q(y|x) it is, largest first."""
+    return np.sort(np.bincount(y_probs.argmax(1), minlength=y_probs.shape[1]))[::-1]
+
+
+def plot_cluster_use(trials: list[TrialArtifact], out: Path, title: str) -> str:
+    """Our diagnostic beside Table 3: how the test images spread over the clusters, per cell
+    and seed. Clusters that hold no image bound the clustering error from below (K used
+    clusters can label at most K digits), which a collapsed model shows at once."""
+    plt = _figure()
+    shown = [(label, trial) for label, cell in cells(trials) for trial in cell][:MAX_PANELS]
+    cols = min(3, len(shown))
+    nrows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols + 0.4, 3.4 * nrows + 0.6),
+                             squeeze=False, layout="constrained")
+    used = []
+    for ax, (label, trial) in zip(axes.flat, shown, strict=False):
+        counts = cluster_use(latents(trial)["y_probs"])
+        k, n = len(counts), counts.sum()
+        ax.bar(np.arange(1, k + 1), counts / n, color="tab:blue")
+        ax.axhline(1 / k, color="k", linestyle="--", linewidth=1, label="1/K (uniform prior)")
+        in_use = int((counts > 0).sum())
+        used.append(f"{label} seed {trial.seed}: {in_use} of {k}")
+        ax.set_title(f"{label}, seed {trial.seed}: {in_use} of {k} used", fontsize=10)
+        ax.set_xlabel("cluster, by its share (largest first)")
+        ax.set_ylabel("share of test images")
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    _save(fig, out)
+    extra = f" (first {MAX_PANELS} panels)" if len(shown) < sum(len(c) for _, c in cells(trials)) else ""
+    return (f"Bars: each cluster's share of the test images whose argmax q(y|x) it is, largest "
+            f"first; dashed: 1/K, each cluster's share under the uniform prior on y. Clusters "
+            f"holding at least one test image: {'; '.join(used)}{extra}.")
+
+
 def plot_dim_reduction(trials: list[TrialArtifact], out: Path, title: str) -> str:
     """Fig. 11: one panel per cell: W_C y + z of test images by label, the heads W_C marked."""
     plt = _figure()

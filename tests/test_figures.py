@@ -165,7 +165,26 @@ def test_every_renderer_is_exercised(real, tmp_path):
     (extra,) = figures.write_figures(real["results"], tmp_path, figures=(spec,))
     assert extra.status == figures.WRITTEN
     _not_blank(extra.path)
-    assert kinds | {"latents"} == set(figures.RENDERERS)
+    # Table 3's cluster use, pointed at figure9's real 16-cluster codes (no table3 trial here)
+    spec = figures.FigureSpec("use", "Use", "", "figure9", "cluster_use", "latents.npz")
+    (use,) = figures.write_figures(real["results"], tmp_path, figures=(spec,))
+    assert use.status == figures.WRITTEN, use.status
+    _not_blank(use.path)
+    counts = plots.cluster_use(np.load(use_codes(real))["y_probs"])
+    assert f"seed 0: {(counts > 0).sum()} of 16." in use.caption
+    assert kinds | {"latents", "cluster_use"} == set(figures.RENDERERS)
+
+
+def use_codes(real):
+    (path,) = (real["results"] / "artifacts" / "figure9").glob("*/latents.npz")
+    return path
+
+
+def test_cluster_use_counts_argmax_assignments_largest_first():
+    probs = np.eye(4)[[2, 2, 2, 0, 2, 0]] * 0.7 + 0.075  # rows sum to 1, argmax as given
+    assert plots.cluster_use(probs).tolist() == [4, 2, 0, 0]
+    # a flat row's argmax is its first cluster (numpy's tie rule), not spread
+    assert plots.cluster_use(np.full((3, 5), 0.2)).tolist() == [3, 0, 0, 0, 0]
 
 
 # (width, height) in pixels, from each layout: image mosaics are drawn at an exact scale (28-px
