@@ -16,6 +16,8 @@ grid into the same results directory restores that experiment with `Tuner.restor
 unfinished trials continue from their last per-epoch checkpoint and its errored ones are
 resumed, while restored trials whose rows are done meanwhile are told to skip. Trials the old
 experiment does not hold (the grid grew, failures to retry) then run in a new experiment.
+A restored experiment keeps the --max-concurrent it started with (Tuner.restore takes no
+TuneConfig); the run says so when this run asks for another (`kept_concurrency`).
 """
 
 from __future__ import annotations
@@ -271,6 +273,20 @@ def _write_record(experiment: Experiment, *, grid: str, results_dir, why: str = 
     tmp = experiment.path / f".{RECORD}.tmp"
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, experiment.path / RECORD)
+
+
+def kept_concurrency(recorded: dict, asked: Resources) -> str:
+    """Why a restored experiment ignores this run's --max-concurrent ("" when it does not):
+    Tuner.restore takes no TuneConfig, so Tune keeps the limit the experiment started with
+    (seen on Ray 2.60: 1 at a time on a head with a CPU to spare)."""
+    before = int(recorded.get("max_concurrent", 0))
+    if before == asked.max_concurrent:
+        return ""
+    def words(n: int) -> str:
+        return f"{n} at a time" if n else "as many as fit"
+    return (f"its trials keep the limit they started with ({words(before)}): Tune restores an "
+            f"experiment with its own settings; --max-concurrent {asked.max_concurrent} "
+            f"({words(asked.max_concurrent)}) applies to the trials it does not hold")
 
 
 @contextmanager
@@ -549,6 +565,9 @@ class _Sweep:
             say(f"[sweep] restoring {experiment.path.name}: {len(claim)} of its "
                 f"{len(experiment.trial_ids)} trials are not done; they continue from their "
                 f"last checkpoints")
+            kept = kept_concurrency(experiment.resources, self.resources)
+            if kept:
+                say(f"[sweep] {kept}")
             tuner = tune.Tuner.restore(str(experiment.path), trainable=self._trainable(
                 experiment, skip=set(experiment.trial_ids) - claim), resume_errored=True)
             interrupted = self._fit(tuner, claim & wanted)

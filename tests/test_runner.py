@@ -59,6 +59,12 @@ def test_an_experiment_is_restored_only_for_unfinished_trials_and_the_same_resou
     # how many trials run at once does not change a trial's numbers: no reason to start over
     more = dataclasses.replace(sweep, resources=runner.Resources(max_concurrent=4))
     assert "other resources" not in more._why_not_restore(experiment, {configs[0].trial_id})
+    # ... but Tune keeps the old limit for the restored trials, and the run says so
+    assert runner.kept_concurrency(experiment.resources, runner.Resources()) == ""
+    kept = runner.kept_concurrency(experiment.resources, runner.Resources(max_concurrent=4))
+    assert "as many as fit" in kept and "--max-concurrent 4 (4 at a time)" in kept
+    one = dataclasses.asdict(runner.Resources(max_concurrent=1))
+    assert "(1 at a time)" in runner.kept_concurrency(one, runner.Resources(max_concurrent=2))
 
 
 def test_the_embedded_default_starts_a_ray_of_its_own(monkeypatch):
