@@ -453,7 +453,8 @@ def plot_cluster_use(trials: list[TrialArtifact], out: Path, title: str) -> str:
     and seed. Clusters that hold no image bound the clustering error from below (K used
     clusters can label at most K digits), which a collapsed model shows at once."""
     plt = _figure()
-    shown = [(label, trial) for label, cell in cells(trials) for trial in cell][:MAX_PANELS]
+    panels = [(label, trial) for label, cell in cells(trials) for trial in cell]
+    shown = panels[:MAX_PANELS]
     cols = min(3, len(shown))
     nrows = math.ceil(len(shown) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols + 0.4, 3.4 * nrows + 0.6),
@@ -474,7 +475,7 @@ def plot_cluster_use(trials: list[TrialArtifact], out: Path, title: str) -> str:
         ax.axis("off")
     fig.suptitle(title)
     _save(fig, out)
-    extra = f" (first {MAX_PANELS} panels)" if len(shown) < sum(len(c) for _, c in cells(trials)) else ""
+    extra = f" (first {MAX_PANELS} of {len(panels)} panels)" if len(panels) > MAX_PANELS else ""
     return (f"Bars: each cluster's share of the test images whose argmax q(y|x) it is, largest "
             f"first; dashed: 1/K, each cluster's share under the uniform prior on y. Clusters "
             f"holding at least one test image: {'; '.join(used)}{extra}.")
