@@ -58,6 +58,9 @@ def _add_run(sub) -> None:
                    help="override the profile's epochs (a different config: new trial ids)")
     p.add_argument("--dataset", action="append", default=[],
                    help="run only this data set's cells (repeatable)")
+    p.add_argument("--trial", action="append", default=[], metavar="ID",
+                   help="run only the trial with this id (repeatable; `--dry-run` lists the "
+                        "ids, which depend on the profile, seeds, --epochs and --precision)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the trials (and which are done or stale, and why) and the hours "
                         "the trials to run would take here (from measured rates, cached per "
@@ -85,6 +88,24 @@ def _add_precision(p) -> None:
 
 def _with_precision(config, flag: str):
     return dataclasses.replace(config, precision=PRECISION_FLAG[flag])
+
+
+def warn_slow_bf16(flag: str, gpus: float) -> str | None:
+    """The warning for bf16 on a CPU without bf16 units (printed, not raised: a cluster's trial
+    nodes may have what the driver's CPU lacks), or None."""
+    from bench import provenance
+
+    if flag != "bf16" or gpus > 0 or provenance.cpu_has_bf16():
+        return None
+    return ("aae-bench: warning: this CPU has no AVX-512 or AMX bf16 kernels (oneDNN), so "
+            "bf16 GEMMs are emulated and much slower than fp32 here (33x measured on an AVX2 "
+            "CPU); --precision fp32 is faster on this machine")
+
+
+def _print_bf16_warning(flag: str, gpus: float) -> None:
+    warning = warn_slow_bf16(flag, gpus)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def _add_train(sub) -> None:
@@ -155,6 +176,8 @@ def cmd_run(args) -> int:
             raise UserError(f"--epochs must be >= 1; got {args.epochs}")
         configs = [dataclasses.replace(c, epochs=args.epochs) for c in configs]
     configs = [_with_precision(c, args.precision) for c in configs]
+    configs = grids.only_trials(configs, tuple(args.trial), args.grid)
+    _print_bf16_warning(args.precision, args.gpus_per_trial)
     resources = runner.Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent,
                                  args.workers_per_trial, args.seeds_per_trial)
     if args.dry_run:
@@ -251,6 +274,7 @@ def cmd_train(args) -> int:
                                 epochs=args.epochs, z_dim=args.z_dim)
     config = _with_precision(config, args.precision)
     cpu = train_on_cpu(args.gpus_per_trial)
+    _print_bf16_warning(args.precision, args.gpus_per_trial)
     data = datasets.load(config.dataset, args.data_dir, fold=config.fold or 0)
     if not args.json:
         logging.getLogger("aae_bench").setLevel(logging.INFO)

@@ -380,6 +380,22 @@ def grid_configs(name: str, profile: str, seeds: int, datasets: tuple[str, ...] 
     return configs
 
 
+
+def only_trials(configs: list[TrialConfig], trial_ids: tuple[str, ...], grid: str) -> list[TrialConfig]:
+    """The configs whose trial id is one of `trial_ids` (`run --trial`: one cell of a grid, e.g.
+    a cell that a view grid does not share with its table at this precision). An id that is
+    not among them is an error naming the grid: ids depend on the profile, the seeds, --epochs
+    and --precision, and `run --dry-run` prints them."""
+    if not trial_ids:
+        return configs
+    known = {c.trial_id for c in configs}
+    unknown = [t for t in trial_ids if t not in known]
+    if unknown:
+        raise ConfigError(f"grid {grid} has no trial {unknown[0]!r} with these options (trial ids "
+                          f"depend on --profile, --seeds, --epochs and --precision; "
+                          f"`aae-bench run {grid} ... --dry-run` lists them)")
+    return [c for c in configs if c.trial_id in trial_ids]
+
 def single_trial(variant: str, dataset: str, prior: str, *, profile: str = "quick", seed: int = 0,
                  labels: int | None = None, clusters: int | None = None, epochs: int | None = None,
                  z_dim: int | None = None) -> TrialConfig:

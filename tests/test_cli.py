@@ -46,6 +46,26 @@ def test_dry_run_prints_trials(capsys, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+
+def test_trial_runs_only_the_named_cells_and_an_unknown_id_is_one_line(capsys, tmp_path):
+    from bench import grids
+
+    configs = grids.grid_configs("table1", "smoke", 3, ("mnist",))
+    wanted = configs[1].trial_id
+    code, out, _ = run_cli(capsys, "run", "table1", "--profile", "smoke", "--seeds", "3",
+                           "--dataset", "mnist", "--trial", wanted, "--dry-run", "--no-estimate",
+                           "--results", str(tmp_path))
+    assert code == 0
+    assert out.strip().splitlines()[-1] == "1 trials" and wanted in out
+    assert configs[0].trial_id not in out and configs[2].trial_id not in out
+    # bf16 is another config, so the fp32 id is not in the grid at bf16
+    code, out, err = run_cli(capsys, "run", "table1", "--profile", "smoke", "--seeds", "3",
+                             "--trial", wanted, "--precision", "bf16", "--dry-run",
+                             "--results", str(tmp_path))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert wanted in err and "--dry-run" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
 def test_dry_run_prints_the_estimate_and_saves_it_beside_the_rows(capsys, tmp_path, monkeypatch):
     """The dry run prices the trials to run from the machine's cached rates (faked here: a fixed
     1,000 examples/s, so nothing trains) and saves the estimate for the report."""
@@ -294,3 +314,32 @@ def test_train_chooses_its_device_as_run_does(capsys, tmp_path, monkeypatch, fla
     args = ["train", "--variant", "unsupervised", "--profile", "smoke", "--out", str(tmp_path), "--json"]
     run_cli(capsys, *args, *(["--gpus-per-trial", flag] if flag else []))
     assert [s.cpu for s in seen] == [on_cpu]
+
+
+def test_bf16_on_a_cpu_without_bf16_units_is_warned_of_once_and_not_otherwise(monkeypatch):
+    from bench import cli, provenance
+
+    monkeypatch.setattr(provenance, "cpu_has_bf16", lambda: False)
+    warning = cli.warn_slow_bf16("bf16", 0.0)
+    assert warning and "fp32" in warning and len(warning.splitlines()) == 1
+    assert cli.warn_slow_bf16("fp32", 0.0) is None
+    assert cli.warn_slow_bf16("bf16", 1.0) is None  # a GPU trial: the CPU's units do not matter
+    monkeypatch.setattr(provenance, "cpu_has_bf16", lambda: True)
+    assert cli.warn_slow_bf16("bf16", 0.0) is None
+
+
+def test_cpu_has_bf16_agrees_with_the_cpu_flags():
+    from bench import provenance
+
+    flags = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("flags"):
+            flags = line
+            break
+    if not flags:
+        pytest.skip("no /proc/cpuinfo flags here")
+    flags = set(flags.split())
+    if {"avx512_bf16", "amx_bf16"} & flags:
+        assert provenance.cpu_has_bf16()
+    elif not any(f.startswith("avx512") for f in flags):  # e.g. this project's AVX2 AMD EPYC
+        assert not provenance.cpu_has_bf16()
