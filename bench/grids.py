@@ -380,7 +380,6 @@ def grid_configs(name: str, profile: str, seeds: int, datasets: tuple[str, ...] 
     return configs
 
 
-
 def only_trials(configs: list[TrialConfig], trial_ids: tuple[str, ...], grid: str) -> list[TrialConfig]:
     """The configs whose trial id is one of `trial_ids` (`run --trial`: one cell of a grid, e.g.
     a cell that a view grid does not share with its table at this precision). An id that is
@@ -395,6 +394,7 @@ def only_trials(configs: list[TrialConfig], trial_ids: tuple[str, ...], grid: st
                           f"depend on --profile, --seeds, --epochs and --precision; "
                           f"`aae-bench run {grid} ... --dry-run` lists them)")
     return [c for c in configs if c.trial_id in trial_ids]
+
 
 def single_trial(variant: str, dataset: str, prior: str, *, profile: str = "quick", seed: int = 0,
                  labels: int | None = None, clusters: int | None = None, epochs: int | None = None,

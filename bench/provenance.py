@@ -53,32 +53,40 @@ def cpu_model() -> str:
 _KERNEL_FLAGS = ("avx", "amx", "fma", "f16c", "sse", "vnni")
 
 
+def cpu_flags() -> tuple[str, ...]:
+    """The CPU's flags as /proc/cpuinfo lists them; () where they cannot be read."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return tuple(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return ()
+
+
 def cpu_features() -> str:
     """A short digest (12 hex) of the CPU's SIMD instruction sets (the /proc/cpuinfo flags that
     choose numerical kernels); "" where they cannot be read. Rows record it, and the training
     digest compares bit for bit only on the same features (bench.versions)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = sorted(f for f in line.split(":", 1)[1].split() if f.startswith(_KERNEL_FLAGS))
-                return hashlib.sha256(" ".join(flags).encode()).hexdigest()[:12]
-    except OSError:
-        pass
-    return ""
-
+    flags = cpu_flags()
+    if not flags:
+        return ""
+    kernels = sorted(f for f in flags if f.startswith(_KERNEL_FLAGS))
+    return hashlib.sha256(" ".join(kernels).encode()).hexdigest()[:12]
 
 
 def cpu_has_bf16() -> bool:
     """Whether oneDNN has fast bf16 kernels on this CPU (AVX-512 BF16 or AMX; oneDNN also
     counts plain AVX-512, whose bf16 it emulates in vector units). Without them (AVX2 only)
-    torch emulates bf16 GEMMs in scalar-ish code: measured 33x slower than fp32 on an AVX2-only AMD EPYC
-    (2026-12-07: a 100 x 1000 x 1000 product, 85 ms against 2.6 ms on one thread)."""
+    bf16 GEMMs are emulated: 33x slower than fp32 on an AVX2-only AMD EPYC (2026-12-07: a
+    100 x 1000 x 1000 product, 85 ms against 2.6 ms on one thread)."""
     try:
         import torch
 
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except Exception:  # noqa: BLE001 - an unknown build: say nothing rather than guess
         return True
+
 
 def gpu_name() -> str:
     try:

@@ -46,7 +46,6 @@ def test_dry_run_prints_trials(capsys, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-
 def test_trial_runs_only_the_named_cells_and_an_unknown_id_is_one_line(capsys, tmp_path):
     from bench import grids
 
@@ -65,6 +64,7 @@ def test_trial_runs_only_the_named_cells_and_an_unknown_id_is_one_line(capsys, t
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert wanted in err and "--dry-run" in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())
+
 
 def test_dry_run_prints_the_estimate_and_saves_it_beside_the_rows(capsys, tmp_path, monkeypatch):
     """The dry run prices the trials to run from the machine's cached rates (faked here: a fixed
@@ -331,14 +331,9 @@ def test_bf16_on_a_cpu_without_bf16_units_is_warned_of_once_and_not_otherwise(mo
 def test_cpu_has_bf16_agrees_with_the_cpu_flags():
     from bench import provenance
 
-    flags = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("flags"):
-            flags = line
-            break
+    flags = set(provenance.cpu_flags())
     if not flags:
         pytest.skip("no /proc/cpuinfo flags here")
-    flags = set(flags.split())
     if {"avx512_bf16", "amx_bf16"} & flags:
         assert provenance.cpu_has_bf16()
     elif not any(f.startswith("avx512") for f in flags):  # e.g. this project's AVX2 AMD EPYC
