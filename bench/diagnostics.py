@@ -1,0 +1,69 @@
+"""Why a trained model failed: what its encoder does on a set of images. Not a metric of the
+paper; a look inside a collapsed cell (issue #16: every model trained under the mixture prior
+gave one code to nearly every test image).
+
+A deterministic encoder that gives the same code, bit for bit, to inputs that differ can only
+do so where its last hidden layer is the same for them: in a ReLU network, in practice, where
+all of that layer's units are zero ("dead") for those inputs. Then no gradient reaches the
+encoder through them, from the reconstruction or the regularization phase, and the collapse
+cannot undo itself. `encoder_activity` counts the units that are ever active; `code_collapse`
+counts the distinct codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LayerActivity:
+    """One hidden ReLU layer of an encoder over a set of inputs."""
+
+    layer: int
+    """1 for the first hidden layer."""
+    units: int
+    alive: int
+    """Units above zero for at least one input."""
+    mean_active: float
+    """The mean, over inputs, of the fraction of units above zero."""
+    inputs_all_dead: int
+    """Inputs for which every unit of the layer is zero."""
+
+
+@torch.no_grad()
+def encoder_activity(encoder: nn.Module, images: torch.Tensor, batch: int = 1000) -> list[LayerActivity]:
+    """Per hidden layer of `encoder` (an `aae_core.model.Encoder` of one seed), which units the
+    images (N, ...) switch on. The layers are read after each ReLU of `encoder.net`."""
+    layers = list(encoder.net)
+    ever = None  # per layer: (units,) bool
+    active_sum: list[float] = []
+    all_dead: list[int] = []
+    for start in range(0, images.shape[0], batch):
+        h = images[start:start + batch].flatten(-len(encoder.input_shape)).float().unsqueeze(0)
+        seen = []
+        for module in layers:
+            h = module(h)
+            if isinstance(module, nn.ReLU):
+                seen.append(h[0] > 0)  # (B, units)
+        if ever is None:
+            ever = [torch.zeros(s.shape[1], dtype=torch.bool) for s in seen]
+            active_sum, all_dead = [0.0] * len(seen), [0] * len(seen)
+        for i, on in enumerate(seen):
+            ever[i] |= on.any(0)
+            active_sum[i] += float(on.float().mean(1).sum())
+            all_dead[i] += int((~on.any(1)).sum())
+    n = images.shape[0]
+    return [LayerActivity(i + 1, int(e.numel()), int(e.sum()), active_sum[i] / n, all_dead[i])
+            for i, e in enumerate(ever or [])]
+
+
+def code_collapse(codes: np.ndarray) -> tuple[int, float]:
+    """(distinct codes, the largest share of inputs that get one code), codes compared bit for
+    bit: a healthy encoder gives as many codes as inputs."""
+    codes = np.ascontiguousarray(codes)
+    _, counts = np.unique(codes.reshape(len(codes), -1), axis=0, return_counts=True)
+    return int(len(counts)), float(counts.max() / len(codes))
