@@ -5,9 +5,10 @@ gave one code to nearly every test image).
 A deterministic encoder that gives the same code, bit for bit, to inputs that differ can only
 do so where its last hidden layer is the same for them: in a ReLU network, in practice, where
 all of that layer's units are zero ("dead") for those inputs. Then no gradient reaches the
-encoder through them, from the reconstruction or the regularization phase, and the collapse
-cannot undo itself. `encoder_activity` counts the units that are ever active; `code_collapse`
-counts the distinct codes.
+encoder's lower layers through them, from the reconstruction or the regularization phase, for
+those inputs; only units still alive for some input can bring the rest back.
+`encoder_activity` counts the units that are ever active; `code_collapse` counts the distinct
+codes.
 """
 
 from __future__ import annotations
