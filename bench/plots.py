@@ -95,23 +95,25 @@ def project_2d(z: np.ndarray) -> tuple[np.ndarray, str]:
     return xy, how
 
 
-def _projection(z: np.ndarray) -> tuple[np.ndarray, str, Callable[[np.ndarray], np.ndarray]]:
+def _projection(z: np.ndarray, name: str = "z") -> tuple[np.ndarray, str, Callable[[np.ndarray], np.ndarray]]:
+    """(the 2-D points, how they were made, the map that makes them), `name` naming z in the
+    words (the dimension is z_dim's for z and for Section 7's representation alike)."""
     z = np.asarray(z, dtype=np.float64).reshape(len(z), -1)
     if z.shape[1] == 1:
         def flat(v):
             v = np.asarray(v, dtype=np.float64).reshape(len(v), -1)
             return np.column_stack([v[:, 0], np.zeros(len(v))])
 
-        return flat(z), "z (1-D, plotted on a line)", flat
+        return flat(z), f"{name} (1-D, plotted on a line)", flat
     if z.shape[1] == 2:
-        return z, "the two dims of z", lambda v: np.asarray(v, dtype=np.float64)
+        return z, f"the two dims of {name}", lambda v: np.asarray(v, dtype=np.float64)
     mean = z.mean(axis=0)
     _, _, vt = np.linalg.svd(z - mean, full_matrices=False)
 
     def pca(v):
         return (np.asarray(v, dtype=np.float64) - mean) @ vt[:2].T
 
-    return pca(z), f"a 2-D PCA projection of z (z_dim={z.shape[1]})", pca
+    return pca(z), f"a 2-D PCA projection of {name} (z_dim={z.shape[1]})", pca
 
 
 def _scatter(ax, xy: np.ndarray, y: np.ndarray):
@@ -492,7 +494,7 @@ def plot_dim_reduction(trials: list[TrialArtifact], out: Path, title: str) -> st
     for ax, (label, cell) in zip(axes.flat, groups, strict=True):
         trial = cell[0]
         data = latents(trial)
-        xy, how, project = _projection(data["representation"])
+        xy, how, project = _projection(data["representation"], "it")
         matrix = from_weights(trial, "cluster_head_matrix", np.zeros(0),
                               lambda t, _: load_state(t)["cluster_heads"][0].float().numpy())
         heads = project(matrix)  # (K, 2)
@@ -507,7 +509,7 @@ def plot_dim_reduction(trials: list[TrialArtifact], out: Path, title: str) -> st
     _label_colorbar(fig, scatter, list(axes.flat))
     fig.suptitle(title)
     _save(fig, out)
-    return (f"Points: the representation W_C y + z of each test image ({how.replace('z', 'it')}), "
+    return (f"Points: the representation W_C y + z of each test image ({how}), "
             f"coloured by its label; black crosses: the cluster heads (rows of W_C), numbered. "
             f"{_seeds_note(groups)}")
 

@@ -315,10 +315,29 @@ def markdown_for_grid(results_dir: str | os.PathLike, grid: str) -> str:
     rows = frame[in_grid(frame, grid) & (frame["status"] == "done")] if not frame.empty else frame
     if rows.empty:
         return f"No done rows for grid {grid} in {results_dir}.\n"
-    out = [f"## Grid {grid} (no paper table reads it)", "", "| profile | metric | mean ± std | n |",
-           "|:---|:---|---:|---:|"]
-    for (profile, metric), group in rows.groupby(["profile", "metric"]):
+    # One line per cell and metric: the seeds of one config, never two priors in one mean.
+    rows = rows.assign(cell=rows.apply(_cell_words, axis=1))
+    out = [f"## Grid {grid} (no paper table reads it)", "",
+           "| profile | cell | metric | mean ± std | n |", "|:---|:---|:---|---:|---:|"]
+    for (profile, cell, metric), group in rows.groupby(["profile", "cell", "metric"]):
         values = pd.to_numeric(group["value"], errors="coerce").dropna()
         std = f"{values.std(ddof=1):.4g}" if len(values) > 1 else "—"
-        out.append(f"| {profile} | {metric} | {values.mean():.4g} ± {std} | {len(values)} |")
+        out.append(f"| {profile} | {cell} | {metric} | {values.mean():.4g} ± {std} | {len(values)} |")
     return "\n".join(out) + "\n"
+
+
+CELL_WORDS = ("labels", "clusters", "z_dim", "epochs")
+"""Config fields named in a cell's words, after variant/dataset/prior, where a row has them."""
+
+
+def _cell_words(row: pd.Series) -> str:
+    """A row's cell in words: variant/dataset/prior, the fields of CELL_WORDS it sets, and
+    bf16 where it ran at bf16 (fp32 and bf16 runs of one config are different cells)."""
+    words = ["/".join(str(row.get(k, "?")) for k in ("variant", "dataset", "prior"))]
+    for name in CELL_WORDS:
+        value = pd.to_numeric(row.get(name), errors="coerce")
+        if value is not None and not pd.isna(value):
+            words.append(f"{name} {int(value)}")
+    if str(row.get("precision", "no")) == "bf16":
+        words.append("bf16")
+    return ", ".join(words)

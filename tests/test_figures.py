@@ -153,6 +153,10 @@ def test_every_paper_figure_from_real_artifacts(real):
         _not_blank(fig.path)
         assert _pixels(fig.path).shape[1::-1] == fig.size
     assert written["fig6"].status == figures.NOT_RUN_YET and written["fig6"].path is None
+    # the representation's words name it, and keep z_dim's name (a replace of every "z" made
+    # "it_dim" of it)
+    assert "(a 2-D PCA projection of it (z_dim=10))" in written["fig11d"].caption
+    assert "(the two dims of it)" in written["fig11"].caption
     for grid in ("figure2", "figure4", "figure5_6", "figure9", "figure11"):
         assert written[f"{grid}_curves"].status == figures.WRITTEN
     assert written["table1_curves"].status == figures.NOT_RUN_YET

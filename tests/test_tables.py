@@ -257,6 +257,23 @@ def test_markdown_for_grid(tmp_path):
     assert "No done rows" in other
 
 
+def test_markdown_for_a_grid_without_a_table_keeps_its_cells_apart(tmp_path):
+    # figure4's two priors (one at bf16) are two cells: never one mean over both
+    def rows(seed, prior, value, precision="no"):
+        config = fake_config(seed, "long", grid="figure4", variant="label-regularized", prior=prior,
+                             z_dim=2, labels=10000, precision=precision, prior_std=1.0)
+        return fake_trial_rows(config, {"reconstruction_error": value})
+
+    results = write_results(tmp_path, [*rows(0, "mixture", 52.0), *rows(1, "mixture", 54.0),
+                                       *rows(0, "swiss-roll", 34.0, "bf16")])
+    lines = [line for line in markdown_for_grid(results, "figure4").splitlines() if "reconstruction" in line]
+    assert lines == [
+        "| long | label-regularized/mnist/mixture, labels 10000, z_dim 2, epochs 3 | "
+        "reconstruction_error | 53 ± 1.414 | 2 |",
+        "| long | label-regularized/mnist/swiss-roll, labels 10000, z_dim 2, epochs 3, bf16 | "
+        "reconstruction_error | 34 ± — | 1 |"]
+
+
 def test_empty_results(tmp_path):
     (tmp_path / "results").mkdir()
     paths = write_report(tmp_path / "results", tmp_path / "out")
