@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench import cost, render, summary, tables, tags
 from bench import figures as figs
-from bench.results import in_grid, read_rows, version_name, versions_of
+from bench.results import in_grid, read_rows, trial_cells, version_name, versions_of
 from bench.sensitivity import write_sensitivity_report
 
 CSS = """
@@ -315,8 +315,8 @@ def markdown_for_grid(results_dir: str | os.PathLike, grid: str) -> str:
     rows = frame[in_grid(frame, grid) & (frame["status"] == "done")] if not frame.empty else frame
     if rows.empty:
         return f"No done rows for grid {grid} in {results_dir}.\n"
-    # One line per cell and metric: the seeds of one config, never two priors in one mean.
-    rows = rows.assign(cell=rows.apply(_cell_words, axis=1))
+    # One line per cell and metric: the seeds of one config, never two configs in one mean.
+    rows = rows.assign(cell=_cell_names(rows))
     out = [f"## Grid {grid} (no paper table reads it)", "",
            "| profile | cell | metric | mean ± std | n |", "|:---|:---|:---|---:|---:|"]
     for (profile, cell, metric), group in rows.groupby(["profile", "cell", "metric"]):
@@ -328,6 +328,16 @@ def markdown_for_grid(results_dir: str | os.PathLike, grid: str) -> str:
 
 CELL_WORDS = ("labels", "clusters", "z_dim", "epochs")
 """Config fields named in a cell's words, after variant/dataset/prior, where a row has them."""
+
+
+def _cell_names(rows: pd.DataFrame) -> pd.Series:
+    """Each row's cell in words (`_cell_words`); where two cells share the words (a sensitivity
+    arm changes another field), followed by the cell's key, its trial id at seed 0."""
+    keys = rows["trial_id"].map(trial_cells(rows))
+    keys = keys.where(keys.notna(), rows["trial_id"])
+    words = rows.apply(_cell_words, axis=1)
+    shared = words.groupby(words).transform(lambda w: keys[w.index].nunique() > 1)
+    return words.where(~shared, words + " (cell " + keys.astype(str) + ")")
 
 
 def _cell_words(row: pd.Series) -> str:

@@ -274,6 +274,18 @@ def test_markdown_for_a_grid_without_a_table_keeps_its_cells_apart(tmp_path):
         "reconstruction_error | 34 ± — | 1 |"]
 
 
+def test_markdown_for_a_grid_without_a_table_names_cells_that_share_their_words(tmp_path):
+    # two sensitivity arms differ in a field the words leave out: the cell key tells them apart
+    configs = [fake_config(s, "quick", grid="sensitivity", recon_lr=lr) for lr in (0.01, 7.84) for s in (0, 1)]
+    rows = [r for i, c in enumerate(configs) for r in fake_trial_rows(c, {"parzen_ll": 100.0 + i})]
+    results = write_results(tmp_path, rows)
+    lines = [line for line in markdown_for_grid(results, "sensitivity").splitlines() if "parzen" in line]
+    keys = [configs[0].trial_id, configs[2].trial_id]  # seed 0's ids: the cells' keys
+    assert sorted(lines) == sorted(
+        f"| quick | unsupervised/mnist/gaussian, z_dim 8, epochs 3 (cell {key}) | parzen_ll | {mean} ± 0.7071 | 2 |"
+        for key, mean in zip(keys, ("100.5", "102.5"), strict=True))
+
+
 def test_empty_results(tmp_path):
     (tmp_path / "results").mkdir()
     paths = write_report(tmp_path / "results", tmp_path / "out")
