@@ -39,27 +39,19 @@ class LayerActivity:
 def encoder_activity(encoder: nn.Module, images: torch.Tensor, batch: int = 1000) -> list[LayerActivity]:
     """Per hidden layer of `encoder` (an `aae_core.model.Encoder` of one seed), which units the
     images (N, ...) switch on. The layers are read after each ReLU of `encoder.net`."""
-    layers = list(encoder.net)
-    ever = None  # per layer: (units,) bool
-    active_sum: list[float] = []
-    all_dead: list[int] = []
+    chunks: list[list[torch.Tensor]] = []  # per batch, per hidden layer: (B, units) bool
     for start in range(0, images.shape[0], batch):
         h = images[start:start + batch].flatten(-len(encoder.input_shape)).float().unsqueeze(0)
         seen = []
-        for module in layers:
+        for module in encoder.net:
             h = module(h)
             if isinstance(module, nn.ReLU):
-                seen.append(h[0] > 0)  # (B, units)
-        if ever is None:
-            ever = [torch.zeros(s.shape[1], dtype=torch.bool) for s in seen]
-            active_sum, all_dead = [0.0] * len(seen), [0] * len(seen)
-        for i, on in enumerate(seen):
-            ever[i] |= on.any(0)
-            active_sum[i] += float(on.float().mean(1).sum())
-            all_dead[i] += int((~on.any(1)).sum())
-    n = images.shape[0]
-    return [LayerActivity(i + 1, int(e.numel()), int(e.sum()), active_sum[i] / n, all_dead[i])
-            for i, e in enumerate(ever or [])]
+                seen.append(h[0] > 0)
+        chunks.append(seen)
+    layers = [torch.cat(parts) for parts in zip(*chunks, strict=True)]  # per layer: (N, units)
+    return [LayerActivity(i + 1, on.shape[1], int(on.any(0).sum()), float(on.float().mean()),
+                          int((~on.any(1)).sum()))
+            for i, on in enumerate(layers)]
 
 
 def code_collapse(codes: np.ndarray) -> tuple[int, float]:

@@ -13,32 +13,34 @@ from pathlib import Path
 
 import torch
 
-from aae_core import datasets
 from bench import artifacts, diagnostics
+from bench.config import config_from_dict
 
 
 def main(directories: list[str]) -> int:
     if not directories:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
-    test = {}
     for directory in map(Path, directories):
         if not (directory / artifacts.WEIGHTS).is_file():
             print(f"{directory}: no {artifacts.WEIGHTS} (weights stay where the trial ran)", file=sys.stderr)
             return 2
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        name = config["dataset"]
-        if name not in test:
-            test[name] = torch.from_numpy(datasets.load(name, None, download=False).test_x)
-        trial = artifacts.TrialArtifact(directory.name, config["seed"], directory / artifacts.WEIGHTS)
+        config = config_from_dict(json.loads((directory / "config.json").read_text(encoding="utf-8")))
+        trial = artifacts.TrialArtifact(directory.name, config.seed, directory / artifacts.WEIGHTS, config)
+        # the test images the trial's latents were computed on (found as the figures find them)
+        images = artifacts.hold_out_images(trial, artifacts.latents(trial)["y"])
+        if images is None:
+            print(f"{directory}: its test images were not found (set AAE_BENCH_DATA)", file=sys.stderr)
+            return 2
+        images = torch.from_numpy(images)
         net = artifacts.load_model(trial)
         with torch.no_grad():
-            code = net.code(test[name])
+            code = net.code(images)
         z = (code[1] if isinstance(code, tuple) else code)[0].numpy()
         distinct, largest = diagnostics.code_collapse(z)
-        print(f"{directory.name} {config['grid']} {config['variant']}/{config['prior']}: "
+        print(f"{directory.name} {config.grid} {config.variant}/{config.prior}: "
               f"{distinct} distinct codes z of {len(z)} test images (largest share {largest:.4f})")
-        for layer in diagnostics.encoder_activity(net.encoder, test[name]):
+        for layer in diagnostics.encoder_activity(net.encoder, images):
             print(f"  hidden layer {layer.layer}: {layer.alive} of {layer.units} units ever active, "
                   f"{layer.mean_active:.3f} active per image on average, "
                   f"{layer.inputs_all_dead} images with every unit zero")
